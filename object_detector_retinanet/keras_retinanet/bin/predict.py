@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Detect objects with a trained SKU-110K model and resolve overlaps with the EM-Merger.
+
+Usage (as the original; options of the main parser go before ``csv``, or after MODEL in the
+one-token ``--opt=value`` form):
+
+    python object_detector_retinanet/keras_retinanet/bin/predict.py csv MODEL --hard_score_rate=0.5
+    python object_detector_retinanet/keras_retinanet/bin/predict.py --base_dir MY_IMAGES \\
+        csv --no-annotations MODEL
+
+For every image (in CSV order): the network gives every anchor box with objectness ("hard" score)
+above ``--score-threshold`` and its Soft-IoU ("soft" score); confidence = r·hard + (1−r)·soft with
+r = ``--hard_score_rate``; the top 9,999 by confidence go to the EM-Merger, which keeps one
+detection per object. Results are appended image by image to
+``<results-dir>/detections_output_iou_{r}_{stamp}.csv`` (``image_id,x1,y1,x2,y2,confidence,
+hard_score``, boxes in original-image pixels) and drawn to ``<save-path>/{i}.png`` (ground truth in
+green when the CSV has it, detections with confidence > 0.5 in red).
+
+MODEL is a stage-2 snapshot (``iou_resnet50_csv_NN.weights.h5``) or an original Keras-2 ``.h5``,
+loaded by layer name; a stage-1 snapshot also works (without a Soft-IoU head, confidence = hard).
+Without ground truth (``csv --no-annotations``, or when the default annotations file is absent)
+every image in ``--base_dir`` is predicted.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
+
+from object_detector_retinanet import utils as paths  # noqa: E402
+from object_detector_retinanet.keras_retinanet import config  # noqa: E402
+from object_detector_retinanet.keras_retinanet.bin import _common  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def _rate(value):
+    """``--hard_score_rate`` as the original: a string converted with float, '' meaning 0.5."""
+    if value in ("", None):
+        return config.PredictConfig.hard_score_rate
+    rate = float(value)
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
+    return rate
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    csv = _common.add_csv_subparser(parser, "test")
+    csv.add_argument(
+        "--no-annotations",
+        action="store_true",
+        help="Predict every image in --base_dir without ground truth (B7).",
+    )
+    parser.add_argument("model", help="Weights file (stage-2 snapshot, stage-1 snapshot or original .h5).")
+    parser.add_argument("--hard_score_rate", type=_rate, default=config.PredictConfig.hard_score_rate,
+                        help="Weight r of the hard score in the confidence (default %(default)s).")
+    parser.add_argument("--base_dir", default=None, help="Image folder (default: <root>/images).")
+    parser.add_argument("--convert-model", type=int, default=1,
+                        help="Accepted for compatibility: the inference model is always built from "
+                        "the weights.")
+    parser.add_argument("--backbone", default="resnet50", help="Backbone (default %(default)s).")
+    parser.add_argument("--gpu", help="GPU id to use (sets CUDA_VISIBLE_DEVICES).")
+    parser.add_argument("--score-threshold", type=float, default=config.PredictConfig.score_threshold,
+                        help="Keep anchors with hard score above this (default %(default)s; "
+                        "now applied in the graph, B17).")
+    parser.add_argument("--iou-threshold", type=float, default=0.75,
+                        help="Accepted for compatibility (unused, as in the original).")
+    parser.add_argument("--save-path", default=None,
+                        help="Folder for the drawn images (default: <root>/res_images_iou).")
+    parser.add_argument("--results-dir", default=None,
+                        help="Folder for the results CSV (default: <root>/results).")
+    parser.add_argument("--no-draw", dest="draw", action="store_false", help="Skip the drawings.")
+    parser.add_argument("--max-detections", type=int, default=config.PredictConfig.max_detections,
+                        help="Raw detections per image passed to the merger (default %(default)s).")
+    parser.add_argument("--merger", choices=("em", "nms"), default="em",
+                        help="Post-processor: the EM-Merger (default) or plain IoU-NMS at 0.5.")
+    parser.add_argument("--image-min-side", type=int, default=config.TrainConfig.image_min_side)
+    parser.add_argument("--image-max-side", type=int, default=config.TrainConfig.image_max_side)
+    args = parser.parse_args(argv)
+    return check_args(parser, args)
+
+
+def check_args(parser, args):
+    args.model = paths.resolve_path(args.model)  # B1: taken as given, not joined onto the root
+    if not os.path.isfile(args.model):
+        parser.error(f"model file not found: {args.model}")
+    args.base_dir = paths.resolve_path(args.base_dir) if args.base_dir else paths.image_path()
+    if not os.path.isdir(args.base_dir):
+        parser.error(f"image folder not found: {args.base_dir} (pass --base_dir DIR before 'csv').")
+    if args.no_annotations:
+        args.annotations = None
+    elif args.annotations:
+        args.annotations = paths.resolve_path(args.annotations)
+        if not os.path.isfile(args.annotations):
+            parser.error(f"--annotations: file not found: {args.annotations}")
+    else:
+        default = os.path.join(paths.annotation_path(), "annotations_test.csv")
+        args.annotations = default if os.path.isfile(default) else None
+    args.classes = paths.resolve_path(args.classes)
+    args.save_path = paths.resolve_path(args.save_path) if args.save_path else os.path.join(
+        paths.root_dir(), "res_images_iou")
+    args.results_dir = paths.resolve_path(args.results_dir) if args.results_dir else os.path.join(
+        paths.root_dir(), "results")
+    if not 0 < args.max_detections:
+        parser.error("--max-detections must be positive.")
+    return args
+
+
+def load_inference_model(model_path, backbone, num_classes, score_threshold):
+    """Build ResNet-FPN + heads (+ Soft-IoU head), load ``model_path`` by name, wrap for inference.
+
+    Returns:
+        ``(inference_model, has_soft_iou)``.
+    """
+    from object_detector_retinanet.keras_retinanet.models.retinanet import (
+        build_retinanet,
+        retinanet_bbox,
+    )
+    from object_detector_retinanet.keras_retinanet.models.soft_iou import add_iou_head
+    from object_detector_retinanet.keras_retinanet.models.weights import (
+        has_layer_weights,
+        load_weights_by_name,
+    )
+
+    base = build_retinanet(num_classes, backbone=backbone, freeze_bn=True)
+    has_soft_iou = has_layer_weights(model_path, config.IOU_SUBSTRING)
+    model = add_iou_head(base, num_classes) if has_soft_iou else base
+    load_weights_by_name(model, model_path, skip_mismatch=False)
+    if not has_soft_iou:
+        logger.warning(
+            "%s has no Soft-IoU head (a stage-1 model?): using the hard score as the soft score.",
+            model_path,
+        )
+    return retinanet_bbox(model, nms=False, score_threshold=score_threshold), has_soft_iou
+
+
+def make_runner(inference_model, has_soft_iou):
+    """A traced (never eager) function image batch -> (boxes, hard, labels, soft) NumPy arrays."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        return inference_model(batch, training=False)
+
+    def run(batch):
+        outputs = [o.numpy() for o in forward(tf.constant(batch))]
+        boxes, hard, labels = outputs[:3]
+        soft = outputs[3] if has_soft_iou else hard[..., None]
+        return boxes, hard, labels, soft
+
+    return run
+
+
+def main(argv=None):
+    """Run the prediction; returns the path of the results CSV."""
+    args = parse_args(argv)
+    print(f"hard_score_rate={args.hard_score_rate}")
+    _common.setup_devices(args.gpu)
+
+    from object_detector_retinanet.keras_retinanet.preprocessing.csv_generator import CSVGenerator
+    from object_detector_retinanet.keras_retinanet.utils.em_merger import EmMergerConfig
+    from object_detector_retinanet.keras_retinanet.utils.inference import (
+        predict_images,
+        results_filename,
+    )
+
+    generator = CSVGenerator(
+        args.annotations, csv_class_file=args.classes, base_dir=args.base_dir, shuffle_groups=False
+    )
+    if generator.num_classes() != 1:  # B24
+        raise SystemExit(
+            f"{args.classes}: {generator.num_classes()} classes; predict supports single-class "
+            "(SKU-110K) models only."
+        )
+    print("Loading model, this may take a second...")
+    model, has_soft_iou = load_inference_model(
+        args.model, args.backbone, generator.num_classes(), args.score_threshold
+    )
+    paths.create_folder(args.results_dir)
+    results_path = results_filename(args.results_dir, args.hard_score_rate, paths.safe_timestamp())
+    merger_config = EmMergerConfig() if args.merger == "em" else "nms"
+    predict_images(
+        generator,
+        make_runner(model, has_soft_iou),
+        results_path,
+        save_dir=paths.create_folder(args.save_path) if args.draw else None,
+        hard_score_rate=args.hard_score_rate,
+        score_threshold=args.score_threshold,
+        max_detections=args.max_detections,
+        merger_config=merger_config,
+        image_min_side=args.image_min_side,
+        image_max_side=args.image_max_side,
+    )
+    print(f"Saved {results_path}")
+    return results_path
+
+
+if __name__ == "__main__":
+    main()

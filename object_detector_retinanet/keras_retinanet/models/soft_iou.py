@@ -1,0 +1,120 @@
+"""The Soft-IoU head and the stage-2 training model (paper §3.1; spec §5.4, §5.6).
+
+The Soft-IoU layer predicts, for every anchor, the IoU of its detection with the object it
+covers. It is a separate tower on the same P3–P7 features as the other heads (not stacked on the
+classification features) and is trained in a second stage, alone: every layer whose name lacks
+"iou" is frozen (the authors found the two-stage recipe more stable, issues #49/#70).
+
+Contracts (stated once):
+- The IoU tower's layers are ``pyramid_iou_0..3``, ``pyramid_iou``, ``pyramid_iou_reshape``,
+  ``pyramid_iou_sigmoid`` in sub-model ``iou_submodel``; its concatenated output is ``iou``
+  (B, N, C). No other layer name contains "iou".
+- The stage-2 training model has one output, ``iou_regression_output`` (B, N, 4 + C + C) =
+  ``[decoded boxes (4), soft_iou (C), classification (C)]``; the Soft-IoU loss reads it that way
+  against targets ``[absolute matched GT box (4), anchor state]`` (B, N, 5).
+"""
+
+import keras
+
+from object_detector_retinanet.keras_retinanet import config
+from object_detector_retinanet.keras_retinanet.layers import RegressBoxes
+from object_detector_retinanet.keras_retinanet.models.retinanet import (
+    FEATURE_SIZE,
+    _head_tower,
+    apply_submodel,
+    build_anchors,
+    pyramid_features,
+)
+
+
+def default_iou_model(
+    num_classes,
+    num_anchors,
+    pyramid_feature_size=FEATURE_SIZE,
+    iou_feature_size=FEATURE_SIZE,
+    name="iou_submodel",
+):
+    """Soft-IoU head: (B, H, W, 256) -> (B, H*W*A, C) in (0, 1).
+
+    The last conv has an N(0, 0.01) kernel and zero bias, so the head starts at ~0.5 everywhere.
+    """
+    inputs, outputs = _head_tower("pyramid_iou", iou_feature_size, pyramid_feature_size)
+    outputs = keras.layers.Conv2D(
+        filters=num_classes * num_anchors,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.01),
+        bias_initializer="zeros",
+        name="pyramid_iou",
+    )(outputs)
+    outputs = keras.layers.Reshape((-1, num_classes), name="pyramid_iou_reshape")(outputs)
+    outputs = keras.layers.Activation("sigmoid", name="pyramid_iou_sigmoid")(outputs)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def has_iou_head(model) -> bool:
+    """True when ``model`` already outputs ``iou``."""
+    return config.IOU in model.output_names
+
+
+def add_iou_head(model, num_classes, num_anchors=None, name="retinanet"):
+    """Attach a fresh Soft-IoU head to a built stage-1 model, sharing all of its layers.
+
+    Nothing is rebuilt or copied: the new model's outputs are the stage-1 ``regression`` and
+    ``classification`` tensors plus ``iou`` computed from the same ``P3``..``P7`` layers. Load the
+    stage-1 weights into ``model`` *before* calling this (spec §4.2 PORT: load by topology, then
+    attach), and the result holds every stage-1 weight with a freshly initialised IoU head.
+
+    Returns:
+        A model with outputs ``[regression, classification, iou]`` (the original's order).
+    """
+    if has_iou_head(model):
+        return model
+    if num_anchors is None:
+        num_anchors = config.AnchorConfig().num_anchors
+    iou = apply_submodel(
+        config.IOU, default_iou_model(num_classes, num_anchors), pyramid_features(model)
+    )
+    return keras.Model(inputs=model.inputs, outputs=list(model.outputs) + [iou], name=name)
+
+
+def iter_layers(model):
+    """Every layer of ``model``, recursing into nested sub-models (depth first)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+
+
+def freeze_non_iou_layers(model) -> None:
+    """KEEP (spec §5.6): every layer whose name lacks "iou" becomes non-trainable, recursively.
+
+    A sub-model's ``trainable`` flag is left alone when its name contains "iou" (so its inner
+    layers decide for themselves); Keras propagates a False flag on a container to its children,
+    which is what freezes ``regression_submodel`` and ``classification_submodel`` entirely.
+    """
+    for layer in iter_layers(model):
+        if config.IOU_SUBSTRING not in layer.name:
+            layer.trainable = False
+
+
+def retinanet_iou(model, anchor_config=None, name="retinanet-iou"):
+    """The stage-2 training model (spec §5.6) around a model with an ``iou`` output.
+
+    Freezes every non-"iou" layer, decodes boxes from the (frozen) regression output with the
+    in-graph anchors (no ClipBoxes, as the original), and concatenates
+    ``[boxes (4), iou (C), classification (C)]`` into the single output ``iou_regression_output``.
+    """
+    if not has_iou_head(model):
+        raise ValueError("retinanet_iou needs a model with an 'iou' output; see add_iou_head().")
+    freeze_non_iou_layers(model)
+    outputs = dict(zip(model.output_names, model.outputs))
+    anchors = build_anchors(pyramid_features(model), anchor_config)
+    boxes = RegressBoxes(
+        mean=config.TargetConfig.bbox_mean, std=config.TargetConfig.bbox_std, name="boxes"
+    )([anchors, outputs[config.REGRESSION]])
+    packed = keras.layers.Concatenate(axis=-1, name=config.IOU_REGRESSION_OUTPUT)(
+        [boxes, outputs[config.IOU], outputs[config.CLASSIFICATION]]
+    )
+    return keras.Model(inputs=model.inputs, outputs=packed, name=name)

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from object_detector_retinanet.keras_retinanet import losses
 
@@ -139,8 +140,6 @@ def test_zero_gt_image_gives_zero_regression_and_iou_loss_and_finite_gradients()
     iou_pred = np.concatenate(
         [np.zeros((1, n, 4)), rng.uniform(size=(1, n, 2))], axis=-1
     ).astype("float32")  # degenerate zero boxes, high hard scores
-    import tensorflow as tf
-
     pred = tf.Variable(iou_pred)
     with tf.GradientTape() as tape:
         iou_loss = losses.soft_iou()(iou_true, pred)
@@ -153,7 +152,8 @@ def test_zero_gt_image_gives_zero_regression_and_iou_loss_and_finite_gradients()
 def test_box_iou_has_no_plus_one_and_broadcasts():
     a = np.array([[0, 0, 10, 10]], "float32")
     b = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30]], "float32")
-    # 50 / (100 + 100 - 50) = 1/3 (with a +1 pixel term it would be 66 / 176 = 0.375); self 1; disjoint 0
+    # 50 / (100 + 100 - 50) = 1/3 (with a +1 pixel term it would be 66 / 176 = 0.375);
+    # a box with itself: 1; disjoint: 0
     iou = _np(losses.box_iou(a[:, None, :], b[None, :, :]))
     assert iou.shape == (1, 3)
     np.testing.assert_allclose(iou[0], [1 / 3, 1.0, 0.0], rtol=1e-6)

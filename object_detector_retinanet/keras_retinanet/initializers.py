@@ -1,9 +1,9 @@
 """Weight initialisers of the detector heads (spec §5.4).
 
-Owns :class:`PriorProbability`, the bias initialiser of the classification head's last convolution
-(RetinaNet, Lin et al. 2017, §4.1 "Initialization"; kept by Goldman et al., CVPR 2019). Starting every
-anchor at foreground probability ``p`` keeps the focal loss of the ~10^5 background anchors from
-swamping the first training steps.
+Owns :class:`PriorProbability`, the bias initialiser of the classification head's last
+convolution (RetinaNet, Lin et al. 2017, §4.1 "Initialization"; kept by Goldman et al., CVPR 2019).
+Starting every anchor at foreground probability ``p`` keeps the focal loss of the ~10^5 background
+anchors from swamping the first training steps.
 """
 
 import math

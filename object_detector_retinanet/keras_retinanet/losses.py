@@ -24,7 +24,7 @@ from keras import ops
 
 from object_detector_retinanet.keras_retinanet.config import LossConfig
 
-_EPSILON = 1e-7  # Keras' backend epsilon: BCE clipping and the IoU union's epsilon (spec §7.1, §7.3)
+_EPSILON = 1e-7  # Keras' backend epsilon: BCE clipping and the IoU union term (spec §7.1, §7.3)
 
 
 def _binary_crossentropy(target, output):
@@ -56,13 +56,11 @@ def box_iou(boxes_a, boxes_b, epsilon=_EPSILON):
     Returns:
         ``(...)`` IoU in ``[0, 1]``.
     """
-    inter_w = ops.maximum(
-        0.0, ops.minimum(boxes_a[..., 2], boxes_b[..., 2]) - ops.maximum(boxes_a[..., 0], boxes_b[..., 0])
-    )
-    inter_h = ops.maximum(
-        0.0, ops.minimum(boxes_a[..., 3], boxes_b[..., 3]) - ops.maximum(boxes_a[..., 1], boxes_b[..., 1])
-    )
-    intersection = inter_w * inter_h
+    left = ops.maximum(boxes_a[..., 0], boxes_b[..., 0])
+    top = ops.maximum(boxes_a[..., 1], boxes_b[..., 1])
+    right = ops.minimum(boxes_a[..., 2], boxes_b[..., 2])
+    bottom = ops.minimum(boxes_a[..., 3], boxes_b[..., 3])
+    intersection = ops.maximum(0.0, right - left) * ops.maximum(0.0, bottom - top)
     area_a = (boxes_a[..., 2] - boxes_a[..., 0]) * (boxes_a[..., 3] - boxes_a[..., 1])
     area_b = (boxes_b[..., 2] - boxes_b[..., 0]) * (boxes_b[..., 3] - boxes_b[..., 1])
     return intersection / (area_a + area_b - intersection + epsilon)
@@ -75,8 +73,8 @@ class FocalLoss(keras.losses.Loss):
     ``y_true`` ``(B, N, C)`` with −1/0/1, ``y_pred`` ``(B, N, C)`` sigmoid scores ``p``. For every
     element of an anchor whose state (max over classes) is not −1:
     ``alpha_t * (1 - p_t) ** gamma * BCE(label, p)`` with ``alpha_t = alpha`` for label 1 else
-    ``1 - alpha`` and ``1 - p_t = 1 - p`` for label 1 else ``p`` (unclipped, as the original). The sum
-    is divided by ``max(1, number of anchors with state 1)``.
+    ``1 - alpha`` and ``1 - p_t = 1 - p`` for label 1 else ``p`` (unclipped, as the original). The
+    sum is divided by ``max(1, number of anchors with state 1)``.
 
     Args:
         alpha: positive-class weight (``LossConfig.focal_alpha``, 0.25).
@@ -161,7 +159,8 @@ class SoftIoULoss(keras.losses.Loss):
     are rejected with a ``ValueError``.
 
     Args:
-        hard_score_gate: the 0.1 of paper §3.1 (``LossConfig.iou_hard_score_gate``; eg4000 issue #60).
+        hard_score_gate: the 0.1 of paper §3.1 (``LossConfig.iou_hard_score_gate``; eg4000/
+            SKU110K_CVPR19 issue #60).
         **kwargs: ``keras.losses.Loss`` arguments.
     """
 
@@ -226,7 +225,9 @@ def smooth_l1(sigma=LossConfig.smooth_l1_sigma):
 
 
 def soft_iou(hard_score_gate=LossConfig.iou_hard_score_gate):
-    """The stage-2 Soft-IoU loss (spec §7.3, the original's ``iou_score``); see :class:`SoftIoULoss`.
+    """The stage-2 Soft-IoU loss (spec §7.3; the original's ``iou_score``).
+
+    See :class:`SoftIoULoss`.
 
     Args:
         hard_score_gate: only anchors with hard score above this are trained (0.1).

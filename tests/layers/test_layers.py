@@ -111,7 +111,8 @@ def test_regress_boxes_hand_value():
     # anchor [0, 0, 10, 10] (w = h = 10), deltas [0.5, 1, 0.5, 1] * std 0.2 * 10 = [1, 2, 1, 2]
     anchors = np.array([[[0, 0, 10, 10]]], "float32")
     deltas = np.array([[[0.5, 1.0, 0.5, 1.0]]], "float32")
-    np.testing.assert_allclose(_np(RegressBoxes()([anchors, deltas])), [[[1, 2, 11, 12]]], rtol=1e-6)
+    out = _np(RegressBoxes()([anchors, deltas]))
+    np.testing.assert_allclose(out, [[[1, 2, 11, 12]]], rtol=1e-6)
 
 
 def test_regress_boxes_equals_numpy_inverse():
@@ -121,7 +122,7 @@ def test_regress_boxes_equals_numpy_inverse():
     anchors = np.concatenate([xy, xy + wh], -1).astype("float32")
     deltas = rng.normal(size=(2, 50, 4)).astype("float32")
     layer = RegressBoxes(mean=0.0, std=0.2)
-    expected = np.stack([bbox_transform_inv(a, d, mean=0.0, std=0.2) for a, d in zip(anchors, deltas)])
+    expected = bbox_transform_inv(anchors, deltas, mean=0.0, std=0.2)  # broadcasts over (B, N)
     np.testing.assert_allclose(_np(layer([anchors, deltas])), expected, rtol=1e-5, atol=1e-3)
     assert _config_round_trip(RegressBoxes(mean=0.0, std=[0.1, 0.1, 0.2, 0.2])).std == [
         0.1,
@@ -240,7 +241,8 @@ def test_filter_detections_batch_and_classes():
     boxes = np.array(
         [[[0, 0, 1, 1], [2, 2, 3, 3]], [[4, 4, 5, 5], [6, 6, 7, 7]]], "float32"
     )
-    out_boxes, out_scores, out_labels = (_np(x) for x in FilterDetections()([boxes, classification]))
+    outputs = FilterDetections()([boxes, classification])
+    out_boxes, out_scores, out_labels = (_np(x) for x in outputs)
     assert out_scores.shape == (2, 4)  # K = N * C = 4
     # tie 0.5/0.5 resolves class 0 first, as the original's per-class concatenation + top_k
     np.testing.assert_allclose(out_scores[0], [0.5, 0.5, 0.2, -1])
@@ -250,7 +252,9 @@ def test_filter_detections_batch_and_classes():
 
 
 def test_filter_detections_optional_nms_per_class():
-    boxes = np.array([[[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]]], "float32")
+    boxes = np.array(
+        [[[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]]], "float32"
+    )
     # anchors 0 and 1 overlap (IoU 90 / 110 ≈ 0.82 > 0.5) in class 0: 1 is suppressed.
     # anchor 2 is the same box as anchor 0 but scores in class 1 only: NMS is per class, kept.
     classification = np.array([[[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.6, 0.0]]], "float32")
@@ -317,7 +321,8 @@ def test_tiny_model_with_every_layer_saves_and_loads(tmp_path):
 
 def test_training_path_layers_train_under_xla_on_cpu():
     # Keras' jit_compile="auto" turns XLA on whenever a GPU is visible; tf.image.resize-based
-    # upsampling then fails with "No registered 'ResizeNearestNeighborGrad' OpKernel for XLA_CPU_JIT".
+    # upsampling then fails with
+    # "No registered 'ResizeNearestNeighborGrad' OpKernel for XLA_CPU_JIT".
     image = keras.Input((None, None, 3))
     c1 = keras.layers.Conv2D(4, 3, strides=2, padding="same")(image)
     c2 = keras.layers.Conv2D(4, 3, strides=2, padding="same")(c1)
@@ -366,18 +371,18 @@ def test_box_layers_stay_float32_under_mixed_precision():
     try:
         features = keras.Input((None, None, 2))
         deltas = keras.layers.Reshape((-1, 4))(keras.layers.Conv2D(4, 1)(features))  # float16
-        anchors = Anchors(size=32, stride=8, ratios=[1.0], scales=[1.0])(features)
+        anchors = Anchors(size=33, stride=8, ratios=[1.0], scales=[1.0])(features)
         boxes = RegressBoxes()([anchors, deltas])
-        boxes = ClipBoxes()([features, boxes])
+        clipped = ClipBoxes()([keras.Input((None, None, 3)), boxes])
         upsampled = UpsampleLike()([features, features])
         assert deltas.dtype == "float16"
-        assert anchors.dtype == boxes.dtype == "float32"
+        assert anchors.dtype == boxes.dtype == clipped.dtype == "float32"
         assert upsampled.dtype == "float16"  # features follow the global policy
         model = keras.Model(features, boxes)
-        # float16 would round 1000.3 + 16 to a multiple of 0.5 (spacing 0.5 in [512, 1024))
-        out = _np(model(np.zeros((1, 130, 130, 2), "float32")))
+        out = _np(model(np.zeros((1, 130, 130, 2), "float32")))  # zero input -> zero deltas
         assert out.dtype == np.float32
-        # last cell (iy = ix = 15): centre 15.5 * 8 = 124; box [108, 108, 140, 140] clipped to 130
-        np.testing.assert_allclose(out[0, -1], [108, 108, 130, 130])
+        # last cell (iy = ix = 129): centre 129.5 * 8 = 1036, half side 16.5 ->
+        # [1019.5, 1019.5, 1052.5, 1052.5]; float16 (spacing 1 above 1024) would give 1052.
+        np.testing.assert_array_equal(out[0, -1], [1019.5, 1019.5, 1052.5, 1052.5])
     finally:
         keras.config.set_dtype_policy("float32")

@@ -1,6 +1,7 @@
 """Tests for the SKU-110K CSV readers and CSVGenerator (spec §8.1–§8.3; B4, B5, B6, B8, B25)."""
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -66,7 +67,9 @@ def test_default_class_file_is_object_zero():
 def test_parse_eight_columns_in_first_appearance_order(tmp_path):
     result = _parse(
         tmp_path,
-        "b.jpg,5,10,20,30,object,100,100\na.jpg,1,2,3,4,object,100,100\nb.jpg,0,0,1,1,object,100,100\n",
+        "b.jpg,5,10,20,30,object,100,100\n"
+        "a.jpg,1,2,3,4,object,100,100\n"
+        "b.jpg,0,0,1,1,object,100,100\n",
     )
     assert list(result) == ["b.jpg", "a.jpg"]  # KEEP: dict order = first appearance
     np.testing.assert_array_equal(result["b.jpg"]["bboxes"], [[5, 10, 20, 30], [0, 0, 1, 1]])
@@ -82,7 +85,8 @@ def test_clamp_x_and_y_to_size_minus_one(tmp_path):
 
 def test_clamp_x1_at_width(tmp_path):
     # x1 = 100 >= W = 100 -> 99, x2 = 120 -> 99: the box collapses and raises
-    with pytest.raises(ValueError, match=r"^annotations.csv line 1: x2 \(99\) must be higher than x1 \(99\)$"):
+    message = r"^annotations.csv line 1: x2 \(99\) must be higher than x1 \(99\)$"
+    with pytest.raises(ValueError, match=message):
         _parse(tmp_path, "a.jpg,100,0,120,10,object,100,50\n")
 
 
@@ -174,7 +178,8 @@ def test_six_column_box_rows_are_not_clamped(tmp_path):
 def test_b8_image_only_rows(tmp_path):
     # the original's empty-row branch was dead code (int('') raised first)
     result = _parse(
-        tmp_path, "empty8.jpg,,,,,,,\nempty6.jpg,,,,,\nboth.jpg,,,,,,,\nboth.jpg,1,1,2,2,object,9,9\n"
+        tmp_path,
+        "empty8.jpg,,,,,,,\nempty6.jpg,,,,,\nboth.jpg,,,,,,,\nboth.jpg,1,1,2,2,object,9,9\n",
     )
     assert list(result) == ["empty8.jpg", "empty6.jpg", "both.jpg"]
     assert result["empty8.jpg"]["bboxes"].shape == (0, 4)
@@ -272,7 +277,8 @@ def test_missing_images_one_warning_and_skipped(dataset):
         tmp_path / "ann.csv",
         "wide.jpg,1,1,2,2,object,60,40\ngone1.jpg,1,1,2,2,object,9,9\ngone2.jpg,,,,,,,\n",
     )
-    with pytest.warns(UserWarning, match=r"ann.csv: 2 of 3 images do not exist .*\['gone1.jpg', 'gone2.jpg'\]"):
+    message = r"ann.csv: 2 of 3 images do not exist .*\['gone1.jpg', 'gone2.jpg'\]"
+    with pytest.warns(UserWarning, match=message):
         gen = _generator(csv_path, images)
     assert gen.image_names == ["wide.jpg"]
 
@@ -281,7 +287,8 @@ def test_no_image_exists_raises_naming_base_dir(tmp_path):
     csv_path = _write(tmp_path / "ann.csv", "gone.jpg,1,1,2,2,object,9,9\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match=f"none of the 1 images listed in ann.csv exists under base_dir {empty}"):
+    message = f"none of the 1 images listed in ann.csv exists under base_dir {empty}"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
         CSVGenerator(str(csv_path), base_dir=str(empty))
 
 

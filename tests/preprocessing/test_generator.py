@@ -78,7 +78,7 @@ class FixedTransform:
 
 
 def test_batch_shapes_padding_and_mean_subtraction():
-    # 40x40 -> scale 1; 20x40 (H x W) -> 800/... here min_side 40: scale 2 -> 40x80
+    # min_side 40, max_side 100: 40x40 -> scale 40 / 40 = 1; 20x40 (H x W) -> 40 / 20 = 2 -> 40x80
     images = [_uniform(40, 40), _uniform(20, 40, (200, 100, 50))]
     gen = MemoryGenerator(images, [[1, 2, 3, 4], [2, 2, 10, 6]], batch_size=2,
                           group_method="none", shuffle_groups=False, targets_fn=stub_targets)
@@ -110,7 +110,8 @@ def test_resize_scale_applies_to_boxes(shape, expected_shape, expected_scale):
     stub_targets.calls.clear()
     inputs, _ = gen[0]
     assert inputs.shape[1:3] == expected_shape
-    np.testing.assert_allclose(stub_targets.calls[-1][2][0], np.array([[10, 10, 20, 20]]) * expected_scale)
+    expected_boxes = np.array([[10, 10, 20, 20]]) * expected_scale
+    np.testing.assert_allclose(stub_targets.calls[-1][2][0], expected_boxes)
 
 
 def test_flip_moves_boxes_and_pixels():
@@ -118,7 +119,8 @@ def test_flip_moves_boxes_and_pixels():
     image = _uniform(40, 60)
     image[:, :30] = 0  # left half black, right half (10, 20, 30)
     gen = MemoryGenerator([image], [[10, 5, 20, 15]], image_max_side=60, shuffle_groups=False,
-                          targets_fn=stub_targets, transform_generator=FixedTransform(scaling((-1, 1))))
+                          targets_fn=stub_targets,
+                          transform_generator=FixedTransform(scaling((-1, 1))))
     stub_targets.calls.clear()
     inputs, _ = gen[0]
     np.testing.assert_allclose(stub_targets.calls[-1][2][0], [[40, 5, 50, 15]])

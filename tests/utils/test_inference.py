@@ -427,3 +427,87 @@ def test_predict_images_rejects_negative_merge_processes(tmp_path):
         predict_images(
             FakeGenerator(tmp_path, []), FakeNetwork([]), tmp_path / "o.csv", merge_processes=-1
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# With the real EM-Merger
+# --------------------------------------------------------------------------------------------------
+
+
+def _cluster_outputs(seed, centres, jitter=2.0, per_cluster=6, size=40):
+    """Network outputs (scale 1) with `per_cluster` jittered copies of a box at each centre."""
+    rng = np.random.default_rng(seed)
+    boxes, hard, soft = [], [], []
+    for cx, cy in centres:
+        for _ in range(per_cluster):
+            dx, dy = rng.uniform(-jitter, jitter, 2)
+            x1, y1 = cx - size / 2 + dx, cy - size / 2 + dy
+            boxes.append([x1, y1, x1 + size, y1 + size])
+            hard.append(rng.uniform(0.5, 0.95))
+            soft.append(rng.uniform(0.5, 0.95))
+    boxes.append([-1, -1, -1, -1])  # padding
+    hard.append(-1)
+    soft.append(-1)
+    return (
+        np.round(boxes, 2),
+        np.asarray(hard, dtype=np.float32),
+        np.zeros(len(hard), dtype=np.int32),
+        np.asarray(soft, dtype=np.float32),
+    )
+
+
+def _int_boxes(outputs):
+    boxes = np.asarray(outputs[0], dtype=np.float32)  # the fake network's dtype
+    return {tuple(int(v) for v in box) for box in boxes[:-1]}
+
+
+def test_real_merger_one_detection_per_separated_object(tmp_path):
+    # two objects 100 px apart, 6 jittered detections each -> the merger keeps one original each
+    outputs = [_cluster_outputs(0, [(50, 50), (150, 50)]), _cluster_outputs(1, [(60, 40)])]
+    results = predict_images(
+        FakeGenerator(tmp_path, [(100, 200), (100, 200)]),
+        FakeNetwork(outputs),
+        tmp_path / "out.csv",
+        image_min_side=100,  # scale 1: original pixels = network pixels
+        progress=False,
+    )
+    rows = read_rows(results)[1:]
+    per_image = {image: [r for r in rows if r[0] == image] for image in ("images/test_0.jpg",
+                                                                          "images/test_1.jpg")}
+    assert len(per_image["images/test_0.jpg"]) == 2
+    assert len(per_image["images/test_1.jpg"]) == 1
+    for index, image in enumerate(("images/test_0.jpg", "images/test_1.jpg")):
+        for row in per_image[image]:
+            assert tuple(int(v) for v in row[1:5]) in _int_boxes(outputs[index])  # kept originals
+    left = [r for r in per_image["images/test_0.jpg"] if int(r[1]) < 100]
+    assert len(left) == 1  # one box per object, not two on the same one
+
+
+def test_merge_processes_pool_matches_serial(tmp_path):
+    outputs = [
+        _cluster_outputs(seed, [(40 + 30 * seed, 50), (140, 60)], per_cluster=5) for seed in range(3)
+    ]
+    shapes = [(100, 200)] * 3
+    serial = predict_images(
+        FakeGenerator(tmp_path, shapes),
+        FakeNetwork(outputs),
+        tmp_path / "serial.csv",
+        save_dir=tmp_path / "serial_png",
+        image_min_side=100,
+        progress=False,
+    )
+    pooled = predict_images(
+        FakeGenerator(tmp_path, shapes),
+        FakeNetwork(outputs),
+        tmp_path / "pooled.csv",
+        save_dir=tmp_path / "pooled_png",
+        image_min_side=100,
+        progress=False,
+        merge_processes=2,
+    )
+    assert read_rows(pooled) == read_rows(serial)
+    assert len(read_rows(serial)) > 3  # some rows for every image, not a trivially empty file
+    for i in range(3):
+        a = cv2.imread(str(tmp_path / "serial_png" / f"{i}.png"))
+        b = cv2.imread(str(tmp_path / "pooled_png" / f"{i}.png"))
+        np.testing.assert_array_equal(a, b)

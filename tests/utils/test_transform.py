@@ -8,6 +8,7 @@ import pytest
 from object_detector_retinanet.keras_retinanet.utils.transform import (
     RANDOM_TRANSFORM_RANGES,
     adjust_transform_for_image,
+    augmenting_transform_generator,
     apply_transform,
     change_transform_origin,
     default_transform_generator,
@@ -86,10 +87,18 @@ def test_default_generator_is_flip_x_only_and_seeded():
     np.testing.assert_array_equal(np.stack([next(again) for _ in range(200)]), np.stack(matrices))
 
 
-def test_random_transform_generator_uses_spec_ranges():
+def test_random_transform_generator_defaults_change_nothing():
+    # fizyr contract: random_transform_generator(flip_x_chance=0.5) is flip-only
+    gen = random_transform_generator(seed=0)
+    assert all(np.allclose(next(gen), np.eye(3)) for _ in range(20))
+    flips = random_transform_generator(seed=0, flip_x_chance=0.5)
+    assert all(np.allclose(np.abs(next(flips)), np.eye(3)) for _ in range(20))
+
+
+def test_augmenting_transform_generator_uses_spec_ranges():
     assert RANDOM_TRANSFORM_RANGES["min_rotation"] == -0.1
     assert RANDOM_TRANSFORM_RANGES["max_scaling"] == (1.1, 1.1)
-    gen = random_transform_generator(seed=0)
+    gen = augmenting_transform_generator(seed=0)
     assert gen.ranges == RANDOM_TRANSFORM_RANGES
     m = next(gen)
     assert m.shape == (3, 3) and not np.allclose(m, np.eye(3))
@@ -100,8 +109,8 @@ def test_random_transform_generator_uses_spec_ranges():
 
 
 def test_random_transform_generator_override_and_pickle():
-    gen = random_transform_generator(seed=1, flip_y_chance=0.0)
-    assert gen.ranges["flip_y_chance"] == 0.0
+    gen = augmenting_transform_generator(seed=1, flip_y_chance=0.0)
+    assert gen.ranges["flip_y_chance"] == 0.0 and gen.ranges["max_shear"] == 0.1
     next(gen)
     clone = pickle.loads(pickle.dumps(gen))
     np.testing.assert_array_equal(next(clone), next(gen))

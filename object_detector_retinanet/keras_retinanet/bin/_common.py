@@ -214,6 +214,12 @@ def check_train_args(parser, args, stage: "Stage"):
     if args.tensorboard_dir is None:
         args.tensorboard_dir = os.path.join(paths.root_dir(), "logs")
     args.tensorboard_dir = paths.resolve_path(args.tensorboard_dir) if args.tensorboard_dir else None
+    if args.freeze_bn == "auto" and args.snapshot:  # resume with the snapshot's own BN mode
+        from object_detector_retinanet.keras_retinanet.models.weights import read_snapshot_attrs
+
+        stored = read_snapshot_attrs(args.snapshot).get("sku110k_freeze_bn")
+        if stored is not None:
+            args.freeze_bn = "yes" if int(stored) else "no"
     if args.freeze_bn == "auto":
         pretrained = bool(args.weights or args.imagenet_weights or args.snapshot)
         args.freeze_bn = "yes" if pretrained else "no"
@@ -265,17 +271,14 @@ def create_generators(args, targets_fn):
     """Training (and optional validation) generators sharing one class with ``targets_fn``."""
     from object_detector_retinanet.keras_retinanet.preprocessing.csv_generator import CSVGenerator
     from object_detector_retinanet.keras_retinanet.utils.transform import (
-        random_transform_generator,
+        augmenting_transform_generator,
+        default_transform_generator,
     )
 
-    if args.random_transform:
-        transform = random_transform_generator(
-            min_rotation=-0.1, max_rotation=0.1, min_translation=(-0.1, -0.1),
-            max_translation=(0.1, 0.1), min_shear=-0.1, max_shear=0.1, min_scaling=(0.9, 0.9),
-            max_scaling=(1.1, 1.1), flip_x_chance=0.5, flip_y_chance=0.5, seed=args.seed,
-        )
+    if args.random_transform:  # the spec §8.4 ranges (rotation, translation, shear, scale, flips)
+        transform = augmenting_transform_generator(seed=args.seed)
     elif args.flip:  # KEEP: the original flips horizontally even without --random-transform
-        transform = random_transform_generator(flip_x_chance=config.TrainConfig.flip_x_chance, seed=args.seed)
+        transform = default_transform_generator(seed=args.seed)
     else:
         transform = None
     common = dict(
@@ -285,14 +288,63 @@ def create_generators(args, targets_fn):
         batch_size=args.batch_size,
         image_min_side=args.image_min_side,
         image_max_side=args.image_max_side,
-        workers=args.workers,
-        use_multiprocessing=args.multiprocessing,
     )
     train = CSVGenerator(args.annotations, transform_generator=transform, seed=args.seed, **common)
     val = None
     if args.val_annotations:
         val = CSVGenerator(args.val_annotations, shuffle_groups=False, **common)
     return train, val
+
+
+def single_output_targets(targets):
+    """Keras 3 wants a bare array (not a one-key dict) as the target of a single-output model."""
+    if isinstance(targets, dict) and len(targets) == 1:
+        return next(iter(targets.values()))
+    return targets
+
+
+def fixed_steps(
+    generator, steps, seed=None, initial_epoch=0, workers=1, use_multiprocessing=False, shuffle=True
+):
+    """A PyDataset of exactly ``steps`` batches per epoch drawn from ``generator``.
+
+    The original's generators were endless: ``--steps`` (10,000 by default) is not tied to the
+    dataset size, and each full pass over the groups came in a new random order. Global step
+    ``g = epoch * steps + i`` maps to pass ``g // len`` and a position in that pass's own
+    permutation (seeded by ``seed`` and the pass number), so passes are reshuffled, resumed runs
+    continue the sequence, and order does not depend on worker timing.
+    """
+    import keras
+    import numpy as np
+
+    class _FixedSteps(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=use_multiprocessing)
+            self.epoch = initial_epoch
+            self._orders = {}
+            self._base_seed = 0 if seed is None else seed
+
+        def __len__(self):
+            return steps
+
+        def _order(self, epoch_pass):
+            order = self._orders.get(epoch_pass)
+            if not shuffle:
+                order = np.arange(len(generator))
+            elif order is None:  # deterministic, so a race between workers only recomputes it
+                order = np.random.default_rng([self._base_seed, epoch_pass]).permutation(len(generator))
+                self._orders = {epoch_pass: order}
+            return order
+
+        def __getitem__(self, index):
+            epoch_pass, position = divmod(self.epoch * steps + index, len(generator))
+            inputs, targets = generator[int(self._order(epoch_pass)[position])]
+            return inputs, single_output_targets(targets)
+
+        def on_epoch_end(self):
+            self.epoch += 1
+
+    return _FixedSteps()
 
 
 def snapshot_name(prefix, backbone, epoch):
@@ -449,11 +501,11 @@ def train(stage: Stage, args):
     stamp = paths.safe_timestamp()
     callbacks, guard, _ = create_callbacks(args, stage, stamp)
     history = model.fit(
-        train_gen,
+        fixed_steps(train_gen, args.steps, args.seed, initial_epoch, args.workers, args.multiprocessing),
         steps_per_epoch=args.steps,
         epochs=args.epochs,
         initial_epoch=initial_epoch,
-        validation_data=val_gen,
+        validation_data=fixed_steps(val_gen, len(val_gen), shuffle=False) if val_gen else None,
         validation_steps=len(val_gen) if val_gen else None,
         callbacks=callbacks,
         verbose=args.verbose,

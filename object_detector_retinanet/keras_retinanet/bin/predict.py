@@ -171,7 +171,8 @@ def main(argv=None):
     )
 
     generator = CSVGenerator(
-        args.annotations, csv_class_file=args.classes, base_dir=args.base_dir, shuffle_groups=False
+        args.annotations, csv_class_file=args.classes, base_dir=args.base_dir,
+        shuffle_groups=False, group_method="none",  # CSV order, no header reads
     )
     if generator.num_classes() != 1:  # B24
         raise SystemExit(

@@ -22,8 +22,8 @@ class Anchors(keras.layers.Layer):
     Input: features ``(B, H, W, C)`` (only the shape is used; B, H and W may be dynamic).
     Output: ``(B, H * W * A, 4)`` float32 anchors ``(x1, y1, x2, y2)`` in input-image pixels, in the
     order row y → column x → anchor (ratio-major), which matches the heads' reshape
-    ``(H, W, A * c) → (-1, c)``. Anchor ``a`` at cell ``(iy, ix)`` is the base anchor ``a`` centred on
-    ``((ix + 0.5) * stride, (iy + 0.5) * stride)`` (spec §5.3, KEEP: half a stride in).
+    ``(H, W, A * c) → (-1, c)``. Anchor ``a`` at cell ``(iy, ix)`` is the base anchor ``a`` centred
+    on ``((ix + 0.5) * stride, (iy + 0.5) * stride)`` (spec §5.3, KEEP: half a stride in).
 
     Args:
         size: base anchor side of this level (32..512 for P3..P7).

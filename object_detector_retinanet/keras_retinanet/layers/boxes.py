@@ -1,7 +1,7 @@
 """Box decoding and clipping layers (spec §5.6, §5.7).
 
-Owns :class:`RegressBoxes` (the in-graph inverse of the corner-offset encoding
-:func:`~object_detector_retinanet.keras_retinanet.utils.anchors.bbox_transform`; layer ``boxes``) and
+Owns :class:`RegressBoxes` (layer ``boxes``: the in-graph inverse of the corner-offset encoding
+:func:`~object_detector_retinanet.keras_retinanet.utils.anchors.bbox_transform`) and
 :class:`ClipBoxes` (layer ``clipped_boxes`` of the inference graph). Both are ``keras.ops`` only.
 """
 
@@ -25,16 +25,18 @@ def _as_config_value(value):
 class RegressBoxes(keras.layers.Layer):
     """Apply corner-offset deltas to anchors (spec §5.7 step 2).
 
-    Inputs: ``[anchors (B, N, 4), deltas (B, N, 4)]``. Output: boxes ``(B, N, 4)``, ``(x1, y1, x2, y2)``
-    pixels, with ``x1 = ax1 + (d_x1 * std + mean) * aw``, ``y1 = ay1 + (d_y1 * std + mean) * ah`` and
-    likewise for x2, y2, where ``aw = ax2 - ax1`` and ``ah = ay2 - ay1``. Equals the NumPy
-    ``bbox_transform_inv``.
+    Inputs: ``[anchors (B, N, 4), deltas (B, N, 4)]``. Output: boxes ``(B, N, 4)``,
+    ``(x1, y1, x2, y2)`` pixels, with ``x1 = ax1 + (d_x1 * std + mean) * aw``,
+    ``y1 = ay1 + (d_y1 * std + mean) * ah`` and likewise for x2, y2, where ``aw = ax2 - ax1`` and
+    ``ah = ay2 - ay1``. Equals the NumPy ``bbox_transform_inv``.
 
     Args:
         mean: delta mean, a number or 4 numbers (``TargetConfig.bbox_mean``, 0).
-        std: delta std, a number or 4 numbers (``TargetConfig.bbox_std``, 0.2 as in fizyr/the original).
-        **kwargs: standard ``keras.layers.Layer`` arguments; ``dtype`` defaults to float32 even under
-            a mixed-precision policy (float16 inputs are upcast: boxes need sub-pixel precision).
+        std: delta std, a number or 4 numbers (``TargetConfig.bbox_std``, 0.2 as fizyr and the
+            original).
+        **kwargs: standard ``keras.layers.Layer`` arguments; ``dtype`` defaults to float32 even
+            under a mixed-precision policy (float16 inputs are upcast: boxes need sub-pixel
+            precision).
     """
 
     def __init__(self, mean=TargetConfig.bbox_mean, std=TargetConfig.bbox_std, **kwargs):

@@ -1,7 +1,7 @@
 """Score filtering, optional NMS and top-k of the inference graph (spec §5.7 step 4; B16, B17).
 
-Owns :class:`FilterDetections` (layer ``filtered_detections`` of ``retinanet_bbox``). This is the only
-module of the package that calls TensorFlow directly (``tf.image.non_max_suppression``,
+Owns :class:`FilterDetections` (layer ``filtered_detections`` of ``retinanet_bbox``). This is the
+only module of the package that calls TensorFlow directly (``tf.image.non_max_suppression``,
 ``tf.map_fn``, batched ``tf.gather``), so it requires ``KERAS_BACKEND=tensorflow``.
 
 For SKU-110K the graph runs with ``nms=False``: every anchor whose hard score exceeds the threshold
@@ -45,11 +45,8 @@ def _nms_keep_mask(boxes, classification, candidates, nms_threshold, parallel_it
                 iou_threshold=nms_threshold,
             )
             kept = tf.gather(indices, selected)
-            masks.append(
-                tf.scatter_nd(
-                    kept[:, None], tf.ones_like(kept, dtype=tf.bool), [tf.cast(num_anchors, tf.int64)]
-                )
-            )
+            shape = tf.cast(num_anchors, tf.int64)[None]
+            masks.append(tf.scatter_nd(kept[:, None], tf.ones_like(kept, dtype=tf.bool), shape))
         return tf.stack(masks, axis=1)
 
     return tf.map_fn(

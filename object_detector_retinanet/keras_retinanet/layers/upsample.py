@@ -1,12 +1,12 @@
 """Nearest-neighbour upsampling of the feature pyramid's top-down path (spec §5.2, stack notes).
 
-Owns :class:`UpsampleLike` (layers ``P5_upsampled`` and ``P4_upsampled``). The original resized with
-TF1's ``tf.image.resize_images(..., NEAREST_NEIGHBOR)``, i.e. ``align_corners=False`` with the legacy
-``half_pixel_centers=False``: output pixel ``i`` reads source pixel ``floor(i * in / out)``. TF2's
-``tf.image.resize(method="nearest")`` uses half-pixel centres and differs whenever a size is odd, and
-its gradient (``ResizeNearestNeighborGrad``) has no XLA kernel, which breaks ``jit_compile=True``
-training (Keras' default whenever a GPU is visible). This layer therefore gathers rows and columns by
-index: exact, shape-agnostic and differentiable under XLA.
+Owns :class:`UpsampleLike` (layers ``P5_upsampled`` and ``P4_upsampled``). The original resized
+with TF1's ``tf.image.resize_images(..., NEAREST_NEIGHBOR)``, i.e. ``align_corners=False`` with the
+legacy ``half_pixel_centers=False``: output pixel ``i`` reads source pixel ``floor(i * in / out)``.
+TF2's ``tf.image.resize(method="nearest")`` uses half-pixel centres and differs whenever a size is
+odd, and its gradient (``ResizeNearestNeighborGrad``) has no XLA kernel, which breaks
+``jit_compile=True`` training (Keras' default whenever a GPU is visible). This layer therefore
+gathers rows and columns by index: exact, shape-agnostic and differentiable under XLA.
 """
 
 import keras
@@ -14,7 +14,7 @@ from keras import ops
 
 
 def _nearest_indices(in_size, out_size):
-    """``floor(i * in_size / out_size)`` for ``i`` in ``[0, out_size)``, in exact integer arithmetic.
+    """``floor(i * in_size / out_size)`` for ``i`` in ``[0, out_size)``, in integer arithmetic.
 
     Args:
         in_size: source length (a scalar int tensor or int).

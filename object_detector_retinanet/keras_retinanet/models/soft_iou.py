@@ -114,7 +114,8 @@ def retinanet_iou(model, anchor_config=None, name="retinanet-iou"):
     boxes = RegressBoxes(
         mean=config.TargetConfig.bbox_mean, std=config.TargetConfig.bbox_std, name="boxes"
     )([anchors, outputs[config.REGRESSION]])
-    packed = keras.layers.Concatenate(axis=-1, name=config.IOU_REGRESSION_OUTPUT)(
+    # float32 even under mixed precision: float16 cannot hold sub-pixel boxes above ~1024 px.
+    packed = keras.layers.Concatenate(axis=-1, name=config.IOU_REGRESSION_OUTPUT, dtype="float32")(
         [boxes, outputs[config.IOU], outputs[config.CLASSIFICATION]]
     )
     return keras.Model(inputs=model.inputs, outputs=packed, name=name)

@@ -23,7 +23,6 @@ import logging
 import os
 
 import h5py
-import keras
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -33,6 +32,8 @@ STAGE_ATTR = "sku110k_stage"  # "retinanet" (stage 1) or "retinanet-iou" (stage 
 
 
 def _iter_layers(model):
+    import keras
+
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
@@ -100,6 +101,8 @@ def load_weights_by_name(model, path, skip_mismatch=True) -> dict:
         ValueError: on a shape mismatch when ``skip_mismatch`` is False, or when the file shares no
             layer name with the model (almost certainly the wrong file).
     """
+    import keras
+
     stored = read_weights_by_layer(path)
     report = {"loaded": [], "mismatched": [], "missing": []}
     for layer in _iter_layers(model):

@@ -2,7 +2,8 @@
 
 Annotation CSV (no header, one box per row, spec §8.1)::
 
-    image_name,x1,y1,x2,y2,class,image_width,image_height      e.g. test_0.jpg,5,1429,219,1612,object,2336,4160
+    image_name,x1,y1,x2,y2,class,image_width,image_height
+    test_0.jpg,5,1429,219,1612,object,2336,4160
 
 Also accepted: the 6-column fizyr form ``image_name,x1,y1,x2,y2,class`` (no sizes, so no clamping)
 and image-only rows ``img,,,,,,,`` / ``img,,,,,`` for an image without boxes (B8; the original's
@@ -245,7 +246,9 @@ def parse_annotations(
     numeric = box & ~malformed
     skipped = numeric & ((x1 < 0) | (y1 < 0) | (x2 <= 0) | (y2 <= 0))
     checked = numeric & ~skipped
-    labels = pd.Series(class_names).map(classes).to_numpy(dtype=np.float64, na_value=np.nan)
+    class_codes, class_uniques = pd.factorize(class_names)  # few distinct names: map those
+    class_ids = np.array([classes.get(name, np.nan) for name in class_uniques] + [np.nan])
+    labels = class_ids[class_codes]  # code -1 (none) -> the trailing NaN
     errors = format_bad | malformed | (checked & ((x2 <= x1) | (y2 <= y1) | np.isnan(labels)))
     if errors.any():
         first = int(np.argmax(errors))

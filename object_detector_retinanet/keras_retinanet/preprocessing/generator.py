@@ -3,7 +3,7 @@
 The original has two near-identical generators (``Generator`` for stage 1, ``GeneratorIou`` for
 stage 2) that differ only in how targets are computed. Here a single :class:`Generator` takes the
 targets function as an argument (``utils.anchors.stage1_targets`` or ``stage2_targets``), so the
-data path of the base detector and of the Soft-IoU head (Goldman et al., CVPR 2019, §3) is one code.
+data path of the base detector and of the Soft-IoU head (Goldman et al., CVPR 2019, §3) is shared.
 
 Per image of a group (spec §8.4, KEEP): load BGR -> ``filter_annotations`` (warning) -> Caffe mean
 subtraction -> random affine transform *after* the mean subtraction (QUIRK) -> resize 800/1333
@@ -224,7 +224,7 @@ class Generator(keras.utils.PyDataset):
     def load_group(
         self, group: Sequence[int]
     ) -> tuple[list[int], list[np.ndarray], list[Annotations]]:
-        """Indices actually used, images and annotations of a group (unreadable ones replaced, B25)."""
+        """Indices used, images and annotations of a group (unreadable ones replaced, B25)."""
         entries = [self._load_entry(index) for index in group]
         return [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]
 

@@ -522,7 +522,12 @@ def stage1_targets(
 ) -> dict[str, np.ndarray]:
     """Generator ``targets_fn`` for stage 1: ``{REGRESSION: (B,N,5), CLASSIFICATION: (B,N,C)}``."""
     regression, labels = anchor_targets_bbox(
-        anchors, image_group, annotations_group, num_classes, target_config, anchor_config=anchor_config
+        anchors,
+        image_group,
+        annotations_group,
+        num_classes,
+        target_config,
+        anchor_config=anchor_config,
     )
     return {config.REGRESSION: regression, config.CLASSIFICATION: labels}
 
@@ -538,6 +543,11 @@ def stage2_targets(
 ) -> dict[str, np.ndarray]:
     """Generator ``targets_fn`` for stage 2: ``{IOU_REGRESSION_OUTPUT: (B, N, 5)}``."""
     boxes = iou_targets(
-        anchors, image_group, annotations_group, num_classes, target_config, anchor_config=anchor_config
+        anchors,
+        image_group,
+        annotations_group,
+        num_classes,
+        target_config,
+        anchor_config=anchor_config,
     )
     return {config.IOU_REGRESSION_OUTPUT: boxes}

@@ -2,7 +2,7 @@
 
 The original feeds the network BGR images with the Caffe ImageNet mean subtracted (no std scaling),
 resized so the shorter side is 800 px unless the longer side would then exceed 1333 px
-(Lin et al. 2017, as used by Goldman et al., CVPR 2019). Everything here is NumPy/OpenCV/Pillow only.
+(Lin et al. 2017, as used by Goldman et al., CVPR 2019). NumPy/OpenCV/Pillow only.
 
 Corrupt or truncated files (B25) raise :class:`OSError` naming the file; the generator decides what
 to do with them. PIL's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` is deliberately left alone.

@@ -81,23 +81,13 @@ def init_cost(n: int, k: int) -> float:
     return float(n - k) * float(2 * n - k) ** 2
 
 
-def _merge(a, m, c, i, j):
-    """Moment-preserving merge of components i and j (spec §10.4 step 3)."""
-    ai, aj = a[i], a[j]
-    beta = ai + aj
-    mu = (ai * m[i] + aj * m[j]) / beta
-    harmonic = (ai * aj) / beta
-    dm = m[i] - m[j]
-    cov = (ai * c[i] + aj * c[j] + harmonic * np.outer(dm, dm)) / beta
-    return beta, mu, cov
-
-
 def agglomerative_init(
     alpha: np.ndarray, mu: np.ndarray, cov: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge the closest pair of components (Euclidean distance of means) until k remain.
 
-    Exactly the merge order of the original (spec §10.4): slots 0..n-1 hold the inputs, the merge
+    Exactly the merge order of the original (spec §10.4; implemented by
+    :func:`agglomerative_init_batch` with one group): slots 0..n-1 hold the inputs, the merge
     number l goes into slot n + l, and each step takes the pair (i < j) with the smallest distance,
     the first in row-major (i, j) order among ties. QUIRK: a zero distance counts as +inf, so two
     components with identical centres are never merged directly. Fix of a latent crash: when only
@@ -115,66 +105,10 @@ def agglomerative_init(
         merged components in creation order (as the original).
     """
     alpha = np.asarray(alpha, dtype=np.float64)
-    mu = np.asarray(mu, dtype=np.float64)
-    cov = np.asarray(cov, dtype=np.float64)
     n = alpha.shape[0]
-    k = max(int(k), 1)
-    if n <= k:
-        return alpha.copy(), mu.copy(), cov.copy()
-    slots = 2 * n - k
-    a = np.zeros(slots)
-    a[:n] = alpha
-    m = np.zeros((slots, 2))
-    m[:n] = mu
-    c = np.zeros((slots, 2, 2))
-    c[:n] = cov
-    live = np.zeros(slots, dtype=bool)
-    live[:n] = True
-    # rowmin[r] = min over live c > r of dist(r, c) (zero -> inf); nn[r] = first such c.
-    rowmin = np.full(slots, np.inf)
-    nn = np.full(slots, -1, dtype=np.int64)
-    chunk = max(1, 2_000_000 // max(n, 1))
-    cols = np.arange(n)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        d = np.sqrt(((m[start:stop, None, :] - m[None, :n, :]) ** 2).sum(axis=2))
-        d[d == 0] = np.inf
-        d[cols[None, :] <= np.arange(start, stop)[:, None]] = np.inf
-        nn[start:stop] = d.argmin(axis=1)
-        rowmin[start:stop] = d[np.arange(stop - start), nn[start:stop]]
-
-    def recompute(r, upto):
-        idx = np.flatnonzero(live[r + 1 : upto + 1]) + r + 1
-        if idx.size == 0:
-            rowmin[r], nn[r] = np.inf, -1
-            return
-        d = np.sqrt(((m[idx] - m[r]) ** 2).sum(axis=1))
-        d[d == 0] = np.inf
-        p = int(d.argmin())
-        rowmin[r], nn[r] = d[p], idx[p]
-
-    for slot in range(n, slots):
-        i = int(rowmin.argmin())
-        if not np.isfinite(rowmin[i]):
-            lv = np.flatnonzero(live)
-            i, j = int(lv[0]), int(lv[1])
-        else:
-            j = int(nn[i])
-        a[slot], m[slot], c[slot] = _merge(a, m, c, i, j)
-        live[i] = live[j] = False
-        rowmin[i] = rowmin[j] = np.inf
-        lv = np.flatnonzero(live[:slot])
-        if lv.size:
-            d = np.sqrt(((m[lv] - m[slot]) ** 2).sum(axis=1))
-            d[d == 0] = np.inf
-            better = d < rowmin[lv]
-            rowmin[lv[better]] = d[better]
-            nn[lv[better]] = slot
-            stale = lv[~better & ((nn[lv] == i) | (nn[lv] == j))]
-            for r in stale:
-                recompute(int(r), slot)
-        live[slot] = True
-    return a[live], m[live], c[live]
+    beta, m, c, _ = agglomerative_init_batch(
+        alpha, mu, cov, np.zeros(n, dtype=np.int64), [max(int(k), 1)], 1)
+    return beta, m, c
 
 
 def gaussian_kl(
@@ -256,6 +190,249 @@ def m_step(
     return beta, mu_c, cov_c
 
 
+def _group_layout(group: np.ndarray, n_groups: int):
+    counts = np.bincount(group, minlength=n_groups)
+    return counts, np.cumsum(counts) - counts
+
+
+def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
+    """:func:`agglomerative_init` for many independent groups at once (merges in lockstep).
+
+    Args:
+        alpha: (T,) weights. mu: (T, 2). cov: (T, 2, 2).
+        group: (T,) group id of every member, non-decreasing (members of a group contiguous,
+            in their order).
+        k: (G,) components wanted per group.
+        n_groups: G (default: group.max() + 1).
+
+    Returns:
+        (beta (K,), mu (K, 2), cov (K, 2, 2), group (K,)): per group min(n_g, k_g) components in
+        the order of :func:`agglomerative_init`.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 2)
+    cov = np.asarray(cov, dtype=np.float64).reshape(-1, 2, 2)
+    group = np.asarray(group, dtype=np.int64)
+    n_groups = int(group.max()) + 1 if n_groups is None else int(n_groups)
+    if group.size == 0 or n_groups == 0:
+        return alpha[:0], mu[:0], cov[:0], group[:0]
+    n_g, off = _group_layout(group, n_groups)
+    k_g = np.maximum(np.asarray(k, dtype=np.int64).reshape(-1), 1)
+    k_g = np.minimum(k_g, np.maximum(n_g, 1))
+    slots_g = np.where(n_g > 0, 2 * n_g - k_g, 0)
+    smax = max(int(slots_g.max()), 1)
+    local = np.arange(group.size) - off[group]
+    a = np.zeros((n_groups, smax))
+    m = np.zeros((n_groups, smax, 2))
+    c = np.zeros((n_groups, smax, 2, 2))
+    live = np.zeros((n_groups, smax), dtype=bool)
+    a[group, local] = alpha
+    m[group, local] = mu
+    c[group, local] = cov
+    live[group, local] = True
+    slot_idx = np.arange(smax)
+    # Initial nearest "later" neighbour of every member: rowmin[g, r] = min_{c > r} dist, nn = the
+    # first such c; zero distances count as inf (QUIRK).
+    rowmin = np.full((n_groups, smax), np.inf)
+    nn = np.full((n_groups, smax), -1, dtype=np.int64)
+    per_row = n_g[group] - local - 1  # later members of each member
+    rows = np.repeat(np.arange(group.size), per_row)
+    if rows.size:
+        cols = rows + 1 + (np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row))
+        dd = np.sqrt(((mu[rows] - mu[cols]) ** 2).sum(axis=1))
+        dd[dd == 0] = np.inf
+        has = np.flatnonzero(per_row > 0)
+        seg = np.cumsum(per_row) - per_row
+        rmin = np.minimum.reduceat(dd, seg[has])
+        rowmin[group[has], local[has]] = rmin
+        hit = dd == np.repeat(rmin, per_row[has])
+        hit &= np.isfinite(dd)
+        first_c = np.full(group.size, group.size, dtype=np.int64)
+        np.minimum.at(first_c, rows[hit], cols[hit])  # first (smallest) column per row
+        ok = first_c < group.size
+        nn[group[ok], local[ok]] = local[first_c[ok]]
+    nxt = n_g.copy()
+    for _ in range(int((n_g - k_g).max(initial=0))):
+        act = np.flatnonzero(nxt < slots_g)
+        if act.size == 0:
+            break
+        ar = np.arange(act.size)
+        rm = rowmin[act]
+        i = rm.argmin(axis=1)
+        j = nn[act, i]
+        degenerate = ~np.isfinite(rm[ar, i])
+        if degenerate.any():
+            # Only identical-centre pairs left: merge the first two live components (the original
+            # merged with an empty slot and produced NaN means).
+            lv = live[act[degenerate]]
+            first = lv.argmax(axis=1)
+            lv[np.arange(lv.shape[0]), first] = False
+            i[degenerate], j[degenerate] = first, lv.argmax(axis=1)
+        l_ = nxt[act]
+        ai, aj = a[act, i], a[act, j]
+        mi, mj = m[act, i], m[act, j]
+        beta = ai + aj
+        a[act, l_] = beta
+        m[act, l_] = (ai[:, None] * mi + aj[:, None] * mj) / beta[:, None]
+        harmonic = (ai * aj) / beta
+        dm = mi - mj
+        outer = dm[:, :, None] * dm[:, None, :]
+        c[act, l_] = (ai[:, None, None] * c[act, i] + aj[:, None, None] * c[act, j]
+                      + harmonic[:, None, None] * outer) / beta[:, None, None]
+        live[act, i] = False
+        live[act, j] = False
+        rowmin[act, i] = np.inf
+        rowmin[act, j] = np.inf
+        nn[act, i] = -1
+        nn[act, j] = -1
+        ma = m[act]
+        dnew = np.sqrt(((ma - m[act, l_][:, None, :]) ** 2).sum(axis=2))
+        valid = live[act] & (slot_idx[None, :] < l_[:, None])
+        dnew[~valid | (dnew == 0)] = np.inf
+        rma, nna = rowmin[act], nn[act]
+        better = dnew < rma
+        stale = valid & ~better & ((nna == i[:, None]) | (nna == j[:, None]))
+        rowmin[act] = np.where(better, dnew, rma)
+        nn[act] = np.where(better, l_[:, None], nna)
+        live[act, l_] = True
+        if stale.any():
+            sa, sr = np.nonzero(stale)
+            gs = act[sa]
+            ds = np.sqrt(((m[gs] - m[gs, sr][:, None, :]) ** 2).sum(axis=2))
+            ok = live[gs] & (slot_idx[None, :] > sr[:, None])
+            ds[~ok | (ds == 0)] = np.inf
+            p = ds.argmin(axis=1)
+            v = ds[np.arange(p.size), p]
+            rowmin[gs, sr] = v
+            nn[gs, sr] = np.where(np.isfinite(v), p, -1)
+        nxt[act] += 1
+    gg, ss = np.nonzero(live)
+    return a[gg, ss], m[gg, ss], c[gg, ss], gg
+
+
+def _kl_gathered(mu_f, var_f, mu_g, var_g):
+    """Diagonal KL + 1 of members (T, 1, 2) against gathered components (T, K, 2)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_ratio = np.log(np.sqrt(var_g) / np.sqrt(var_f)).sum(axis=2)
+        div = ((var_f + (mu_f - mu_g) ** 2) / (2.0 * var_g)).sum(axis=2)
+    return div + log_ratio
+
+
+STATUS_CONVERGED = "converged"
+
+
+def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=None,
+                   n_groups=None):
+    """:func:`collapse` for many independent groups at once (identical per-group results).
+
+    Args:
+        alpha: (T,) weights (summing to 1 within each group). mu: (T, 2). cov: (T, 2, 2).
+        group: (T,) non-decreasing group ids. k: (G,) components per group (1 <= k < n_g).
+        max_iter, epsilon, budget: as :func:`collapse`.
+
+    Returns:
+        (beta (K,), mu (K, 2), cov (K, 2, 2), comp_group (K,), status list[str] (G,),
+        iterations (G,) int). Groups with status "init_budget" have no components.
+    """
+    budget = budget if budget is not None else CollapseBudget()
+    alpha = np.asarray(alpha, dtype=np.float64)
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 2)
+    cov = np.asarray(cov, dtype=np.float64).reshape(-1, 2, 2)
+    group = np.asarray(group, dtype=np.int64)
+    n_groups = (int(group.max()) + 1 if group.size else 0) if n_groups is None else int(n_groups)
+    k = np.asarray(k, dtype=np.int64).reshape(-1)
+    n_g, _ = _group_layout(group, n_groups)
+    status = ["running"] * n_groups
+    iters = np.zeros(n_groups, dtype=np.int64)
+    cost = np.array([init_cost(int(a), int(b)) for a, b in zip(n_g, k)])
+    over = cost > budget.init_work
+    for g in np.flatnonzero(over):
+        logger.warning("n=%d k=%d: %s", n_g[g], k[g], MSG_INIT_BUDGET)
+        status[g] = "init_budget"
+    keep_m = ~over[group]
+    alpha, mu, cov, group = alpha[keep_m], mu[keep_m], cov[keep_m], group[keep_m]
+    beta, mu_c, cov_c, cgrp = agglomerative_init_batch(alpha, mu, cov, group, k, n_groups)
+    init = (beta.copy(), mu_c.copy(), cov_c.copy())
+    if cgrp.size == 0:
+        return (*init, cgrp, status, iters)
+    kk, coff = _group_layout(cgrp, n_groups)
+    kmax = int(kk.max())
+    # Member -> gathered component indices (T, kmax); padding points at a dummy inf component.
+    lidx = np.arange(kmax)
+    exists = lidx[None, :] < kk[group][:, None]
+    gidx = np.where(exists, coff[group][:, None] + lidx[None, :], 0)
+    var_f = np.stack([cov[:, 0, 0], cov[:, 1, 1]], axis=1)[:, None, :]
+    mu_f = mu[:, None, :]
+
+    def kl_all(mu_c, cov_c):
+        var_c = np.stack([cov_c[:, 0, 0], cov_c[:, 1, 1]], axis=1)
+        kl = _kl_gathered(mu_f, var_f, mu_c[gidx], var_c[gidx])
+        kl[~exists] = np.inf
+        a = kl.argmin(axis=1)
+        return a, kl[np.arange(a.size), a]
+
+    running = np.zeros(n_groups, dtype=bool)
+    running[np.unique(group)] = True
+    d_val = np.full(n_groups, np.inf)
+    delta = np.full(n_groups, np.inf)
+    used = np.zeros(n_groups)
+    step = n_g.astype(np.float64) * kk
+    use_em = np.zeros(n_groups, dtype=bool)
+    assign = None
+    while running.any():
+        with np.errstate(invalid="ignore"):
+            go_on = (delta > epsilon) & (iters < max_iter)
+        done = running & ~go_on
+        for g in np.flatnonzero(done):
+            if delta[g] > epsilon:
+                logger.warning("n=%d k=%d: %s", n_g[g], k[g], MSG_NOT_CONVERGED)
+                status[g] = "not_converged"
+            else:
+                status[g] = STATUS_CONVERGED
+                use_em[g] = True
+        running &= go_on
+        need = step * (2.0 if assign is None else 1.0)
+        broke = running & (used + need > budget.em_work)
+        for g in np.flatnonzero(broke):
+            logger.warning("n=%d k=%d: %s", n_g[g], k[g], MSG_EM_BUDGET)
+            status[g] = "em_budget"
+        running &= ~broke
+        if not running.any():
+            break
+        used[running] += need[running]
+        iters[running] += 1
+        if assign is None:
+            assign, _ = kl_all(mu_c, cov_c)
+        comp = coff[group] + assign
+        act_m = running[group]
+        nb, nm, nc = m_step(alpha[act_m], mu[act_m], cov[act_m], comp[act_m], beta, mu_c, cov_c)
+        upd = running[cgrp]
+        beta[upd], mu_c[upd], cov_c[upd] = nb[upd], nm[upd], nc[upd]
+        assign, min_kl = kl_all(mu_c, cov_c)
+        d_new = np.bincount(group, weights=alpha * min_kl, minlength=n_groups)
+        with np.errstate(invalid="ignore"):
+            delta = np.where(running, d_val - d_new, delta)
+        d_val = np.where(running, d_new, d_val)
+        bad = running & (delta < 0)
+        for g in np.flatnonzero(bad):
+            logger.warning("n=%d k=%d: %s", n_g[g], k[g], MSG_NOT_MONOTONIC)
+            status[g] = "not_monotonic"
+        running &= ~bad
+    pick = use_em[cgrp]
+    beta = np.where(pick, beta, init[0])
+    mu_c = np.where(pick[:, None], mu_c, init[1])
+    cov_c = np.where(pick[:, None, None], cov_c, init[2])
+    return beta, mu_c, cov_c, cgrp, status, iters
+
+
+_MESSAGES = {
+    "not_monotonic": MSG_NOT_MONOTONIC,
+    "not_converged": MSG_NOT_CONVERGED,
+    "em_budget": MSG_EM_BUDGET,
+    "init_budget": MSG_INIT_BUDGET,
+}
+
+
 def collapse(
     alpha: np.ndarray,
     mu: np.ndarray,
@@ -268,10 +445,13 @@ def collapse(
     """Collapse n member Gaussians to k components: agglomerative init, then hard EM (spec §10.4).
 
     The loop runs while delta = d_prev - d > epsilon and fewer than ``max_iter`` iterations ran,
-    where d = sum_t alpha_t min_j KL_tj. Outcomes (messages go to this module's logger):
-    converged -> EM parameters; delta < 0 -> agglomerative parameters; ``max_iter`` reached ->
-    agglomerative parameters; EM budget exhausted -> agglomerative parameters (B14); agglomerative
-    budget exhausted -> all parameters None, and the caller falls back to NMS (spec §10.3).
+    where d = sum_t alpha_t min_j KL_tj; the first E-step is computed, later ones reuse the
+    assignments of the previous objective (as the original's cache). Outcomes (messages go to this
+    module's logger): converged -> EM parameters; delta < 0 -> agglomerative parameters;
+    ``max_iter`` reached -> agglomerative parameters; EM budget exhausted -> agglomerative
+    parameters (B14: the original's "EM Timeout - using fallback" returned the partial EM state);
+    agglomerative budget exhausted -> all parameters None, and the caller falls back to NMS
+    (spec §10.3).
 
     Args:
         alpha: (n,) member weights (summing to 1).
@@ -284,42 +464,11 @@ def collapse(
     Returns:
         CollapseResult.
     """
-    budget = budget if budget is not None else CollapseBudget()
     alpha = np.asarray(alpha, dtype=np.float64)
-    mu = np.asarray(mu, dtype=np.float64)
-    cov = np.asarray(cov, dtype=np.float64)
     n = alpha.shape[0]
-    if init_cost(n, k) > budget.init_work:
-        logger.warning("n=%d k=%d: %s", n, k, MSG_INIT_BUDGET)
-        return CollapseResult(None, None, None, "init_budget", 0, MSG_INIT_BUDGET)
-    beta, mu_c, cov_c = agglomerative_init(alpha, mu, cov, k)
-    init = (beta.copy(), mu_c.copy(), cov_c.copy())
-    kk = beta.shape[0]
-    step_cost = float(n) * float(kk)
-    used = 0.0
-    d_val = np.inf
-    delta = np.inf
-    iteration = 0
-    assign = None
-    while delta > epsilon and iteration < max_iter:
-        # E-step from scratch on the first iteration, cached from the previous objective after.
-        need = step_cost * (2.0 if assign is None else 1.0)
-        if used + need > budget.em_work:
-            logger.warning("n=%d k=%d: %s", n, k, MSG_EM_BUDGET)
-            return CollapseResult(*init, "em_budget", iteration, MSG_EM_BUDGET)
-        used += need
-        iteration += 1
-        if assign is None:
-            assign, _ = e_step(mu, cov, mu_c, cov_c)
-        beta, mu_c, cov_c = m_step(alpha, mu, cov, assign, beta, mu_c, cov_c)
-        assign, min_kl = e_step(mu, cov, mu_c, cov_c)
-        prev = d_val
-        d_val = float(np.dot(alpha, min_kl))
-        delta = prev - d_val
-        if delta < 0:
-            logger.warning("n=%d k=%d: %s", n, k, MSG_NOT_MONOTONIC)
-            return CollapseResult(*init, "not_monotonic", iteration, MSG_NOT_MONOTONIC)
-    if delta > epsilon:
-        logger.warning("n=%d k=%d: %s", n, k, MSG_NOT_CONVERGED)
-        return CollapseResult(*init, "not_converged", iteration, MSG_NOT_CONVERGED)
-    return CollapseResult(beta, mu_c, cov_c, "converged", iteration, None)
+    beta, mu_c, cov_c, _, status, iters = collapse_batch(
+        alpha, mu, cov, np.zeros(n, dtype=np.int64), [k], max_iter, epsilon, budget, 1)
+    st = status[0]
+    if st == "init_budget":
+        return CollapseResult(None, None, None, st, 0, MSG_INIT_BUDGET)
+    return CollapseResult(beta, mu_c, cov_c, st, int(iters[0]), _MESSAGES.get(st))

@@ -8,7 +8,11 @@ size) and replaces each box by the axis-aligned bounding box of its four transfo
 - Without ``--random-transform`` the original still flips horizontally with p = 0.5
   (:func:`default_transform_generator`; KEEP).
 - With ``--random-transform`` it draws rotation, translation, shear and scaling in the ranges
-  of spec §8.4 plus x and y flips (:func:`random_transform_generator`'s defaults).
+  of spec §8.4 plus x and y flips (:func:`augmenting_transform_generator`, i.e.
+  :func:`random_transform_generator` with :data:`RANDOM_TRANSFORM_RANGES`).
+
+:func:`random_transform_generator` keeps fizyr's contract: every range defaults to "no change", so
+``random_transform_generator(flip_x_chance=0.5)`` is flip-only.
 
 A matrix maps input pixel coordinates ``(x, y, 1)`` to output coordinates. The generators are
 picklable iterator objects with their own ``numpy.random.RandomState`` (so they can travel to
@@ -41,7 +45,7 @@ RANDOM_TRANSFORM_RANGES = {
 
 
 def rotation(angle: float) -> np.ndarray:
-    """Rotation by ``angle`` radians about the origin (on screen, with y pointing down: clockwise)."""
+    """Rotation by ``angle`` radians about the origin (on screen, y pointing down: clockwise)."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -109,18 +113,25 @@ class RandomTransformGenerator(Iterator):
 
 
 def random_transform_generator(seed: int | None = None, **ranges) -> RandomTransformGenerator:
-    """Matrices for ``--random-transform``: the spec §8.4 ranges unless overridden.
+    """fizyr-style generator: only the given ranges vary (all default to "no change").
 
     Args:
         seed: seed of the iterator's own ``RandomState`` (None: from OS entropy, as the original).
-        **ranges: any :func:`random_transform` keyword to override, e.g. ``flip_y_chance=0``.
+        **ranges: :func:`random_transform` keywords, e.g. ``flip_x_chance=0.5``.
     """
-    return RandomTransformGenerator(seed=seed, **{**RANDOM_TRANSFORM_RANGES, **ranges})
+    return RandomTransformGenerator(seed=seed, **ranges)
+
+
+def augmenting_transform_generator(
+    seed: int | None = None, **overrides
+) -> RandomTransformGenerator:
+    """Matrices for ``--random-transform``: the spec §8.4 ranges, unless overridden."""
+    return random_transform_generator(seed=seed, **{**RANDOM_TRANSFORM_RANGES, **overrides})
 
 
 def default_transform_generator(seed: int | None = None) -> RandomTransformGenerator:
     """The training default without ``--random-transform``: horizontal flip only, p = 0.5 (KEEP)."""
-    return RandomTransformGenerator(seed=seed, flip_x_chance=TrainConfig().flip_x_chance)
+    return random_transform_generator(seed=seed, flip_x_chance=TrainConfig().flip_x_chance)
 
 
 def adjust_transform_for_image(

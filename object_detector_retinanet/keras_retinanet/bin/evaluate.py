@@ -25,6 +25,9 @@ import math
 import os
 import sys
 
+if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
+
 from object_detector_retinanet.keras_retinanet.utils.eval import (
     COUNT_PLOT_NAME,
     DEFAULT_COUNT_THRESHOLD,
@@ -151,7 +154,7 @@ def _json_safe(value):
 def main(argv=None) -> dict:
     """Evaluate a results CSV; print the comparison table; return the metrics dict."""
     # The GT reader is imported here so `--help` works without the preprocessing package.
-    from object_detector_retinanet.keras_retinanet.preprocessing.csv_generator import (
+    from object_detector_retinanet.keras_retinanet.preprocessing.csv_annotations import (
         parse_annotations,
         read_classes,
     )

@@ -20,9 +20,13 @@ changing --train does not change the val or test images.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tqdm import tqdm
+
+if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
+    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from object_detector_retinanet.keras_retinanet.utils import synthetic
 from object_detector_retinanet.utils import resolve_path

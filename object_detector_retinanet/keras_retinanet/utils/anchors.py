@@ -434,8 +434,8 @@ def _assign_batch(
     layout = _batch_layout(a, image_group, anchor_config)
     cx = 0.5 * (a[:, 0] + a[:, 2])
     cy = 0.5 * (a[:, 1] + a[:, 3])
-    for i, (image, annotations) in enumerate(zip(image_group, annotations_group)):
-        gt, gt_labels = _check_annotations(annotations, num_classes, i)
+    for i, (image, image_annotations) in enumerate(zip(image_group, annotations_group)):
+        gt, gt_labels = _check_annotations(image_annotations, num_classes, i)
         hit, best, first = _match(a, layout, gt, tcfg.negative_overlap)
         state = np.zeros(a.shape[0], dtype=np.int8)
         state[hit] = np.where(best >= tcfg.positive_overlap, 1, -1)

@@ -195,7 +195,7 @@ def _group_layout(group: np.ndarray, n_groups: int):
     return counts, np.cumsum(counts) - counts
 
 
-def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
+def _agglomerative_core(alpha, mu, cov, group, k, n_groups=None):
     """:func:`agglomerative_init` for many independent groups at once (merges in lockstep).
 
     Args:
@@ -251,71 +251,129 @@ def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
         np.minimum.at(first_c, rows[hit], cols[hit])  # first (smallest) column per row
         ok = first_c < group.size
         nn[group[ok], local[ok]] = local[first_c[ok]]
+    # Lockstep merges; the arrays are compacted to the still-merging groups whenever some finish
+    # (the finished groups' state is stored), so every round works on dense arrays.
+    gid = np.arange(n_groups)  # original group of each row of the working arrays
     nxt = n_g.copy()
-    for _ in range(int((n_g - k_g).max(initial=0))):
-        act = np.flatnonzero(nxt < slots_g)
-        if act.size == 0:
-            break
-        ar = np.arange(act.size)
-        rm = rowmin[act]
-        i = rm.argmin(axis=1)
-        j = nn[act, i]
-        degenerate = ~np.isfinite(rm[ar, i])
+    end = slots_g.copy()
+    done_a, done_m, done_c, done_live, done_gid = [], [], [], [], []
+
+    def stash(rows):
+        done_a.append(a[rows])
+        done_m.append(m[rows])
+        done_c.append(c[rows])
+        done_live.append(live[rows])
+        done_gid.append(gid[rows])
+
+    while True:
+        finished = nxt >= end
+        if finished.any():
+            stash(np.flatnonzero(finished))
+            keep = ~finished
+            if not keep.any():
+                break
+            a, m, c, live = a[keep], m[keep], c[keep], live[keep]
+            rowmin, nn, gid, nxt, end = rowmin[keep], nn[keep], gid[keep], nxt[keep], end[keep]
+        ar = np.arange(gid.size)
+        i = rowmin.argmin(axis=1)
+        j = nn[ar, i]
+        vmin = rowmin[ar, i]
+        degenerate = ~np.isfinite(vmin)
         if degenerate.any():
             # Only identical-centre pairs left: merge the first two live components (the original
             # merged with an empty slot and produced NaN means).
-            lv = live[act[degenerate]]
+            lv = live[degenerate].copy()
             first = lv.argmax(axis=1)
             lv[np.arange(lv.shape[0]), first] = False
             i[degenerate], j[degenerate] = first, lv.argmax(axis=1)
-        l_ = nxt[act]
-        ai, aj = a[act, i], a[act, j]
-        mi, mj = m[act, i], m[act, j]
+        l_ = nxt
+        ai, aj = a[ar, i], a[ar, j]
+        mi, mj = m[ar, i], m[ar, j]
         beta = ai + aj
-        a[act, l_] = beta
-        m[act, l_] = (ai[:, None] * mi + aj[:, None] * mj) / beta[:, None]
+        a[ar, l_] = beta
+        ml = (ai[:, None] * mi + aj[:, None] * mj) / beta[:, None]
+        m[ar, l_] = ml
         harmonic = (ai * aj) / beta
         dm = mi - mj
-        outer = dm[:, :, None] * dm[:, None, :]
-        c[act, l_] = (ai[:, None, None] * c[act, i] + aj[:, None, None] * c[act, j]
-                      + harmonic[:, None, None] * outer) / beta[:, None, None]
-        live[act, i] = False
-        live[act, j] = False
-        rowmin[act, i] = np.inf
-        rowmin[act, j] = np.inf
-        nn[act, i] = -1
-        nn[act, j] = -1
-        ma = m[act]
-        dnew = np.sqrt(((ma - m[act, l_][:, None, :]) ** 2).sum(axis=2))
-        valid = live[act] & (slot_idx[None, :] < l_[:, None])
+        c[ar, l_] = (ai[:, None, None] * c[ar, i] + aj[:, None, None] * c[ar, j]
+                     + harmonic[:, None, None] * (dm[:, :, None] * dm[:, None, :])) / beta[:, None, None]
+        live[ar, i] = False
+        live[ar, j] = False
+        rowmin[ar, i] = np.inf
+        rowmin[ar, j] = np.inf
+        diff = m - ml[:, None, :]
+        dnew = np.sqrt(diff[:, :, 0] ** 2 + diff[:, :, 1] ** 2)
+        valid = live & (slot_idx[None, :] < l_[:, None])
         dnew[~valid | (dnew == 0)] = np.inf
-        rma, nna = rowmin[act], nn[act]
-        better = dnew < rma
-        stale = valid & ~better & ((nna == i[:, None]) | (nna == j[:, None]))
-        rowmin[act] = np.where(better, dnew, rma)
-        nn[act] = np.where(better, l_[:, None], nna)
-        live[act, l_] = True
+        better = dnew < rowmin
+        stale = valid & ~better & ((nn == i[:, None]) | (nn == j[:, None]))
+        np.copyto(rowmin, dnew, where=better)
+        nn[better] = np.broadcast_to(l_[:, None], nn.shape)[better]
+        live[ar, l_] = True
         if stale.any():
             sa, sr = np.nonzero(stale)
-            gs = act[sa]
-            ds = np.sqrt(((m[gs] - m[gs, sr][:, None, :]) ** 2).sum(axis=2))
-            ok = live[gs] & (slot_idx[None, :] > sr[:, None])
+            diff = m[sa] - m[sa, sr][:, None, :]
+            ds = np.sqrt(diff[:, :, 0] ** 2 + diff[:, :, 1] ** 2)
+            ok = live[sa] & (slot_idx[None, :] > sr[:, None])
             ds[~ok | (ds == 0)] = np.inf
             p = ds.argmin(axis=1)
             v = ds[np.arange(p.size), p]
-            rowmin[gs, sr] = v
-            nn[gs, sr] = np.where(np.isfinite(v), p, -1)
-        nxt[act] += 1
+            rowmin[sa, sr] = v
+            nn[sa, sr] = np.where(np.isfinite(v), p, -1)
+        nxt = nxt + 1
+    a = np.concatenate(done_a)
+    m = np.concatenate(done_m)
+    c = np.concatenate(done_c)
+    live = np.concatenate(done_live)
+    order = np.argsort(np.concatenate(done_gid), kind="stable")
+    a, m, c, live = a[order], m[order], c[order], live[order]
     gg, ss = np.nonzero(live)
     return a[gg, ss], m[gg, ss], c[gg, ss], gg
 
 
-def _kl_gathered(mu_f, var_f, mu_g, var_g):
-    """Diagonal KL + 1 of members (T, 1, 2) against gathered components (T, K, 2)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_ratio = np.log(np.sqrt(var_g) / np.sqrt(var_f)).sum(axis=2)
-        div = ((var_f + (mu_f - mu_g) ** 2) / (2.0 * var_g)).sum(axis=2)
-    return div + log_ratio
+def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
+    """:func:`agglomerative_init` for many independent groups at once.
+
+    Groups are bucketed by size (slot count 2n - k up to 40, and above) and each bucket merges in
+    lockstep on padded (groups, slots) arrays, one merge per group per round.
+
+    Args:
+        alpha: (T,) weights. mu: (T, 2). cov: (T, 2, 2).
+        group: (T,) group id of every member, non-decreasing (members of a group contiguous,
+            in their order).
+        k: (G,) components wanted per group.
+        n_groups: G (default: group.max() + 1).
+
+    Returns:
+        (beta (K,), mu (K, 2), cov (K, 2, 2), group (K,)): per group min(n_g, k_g) components in
+        the order of :func:`agglomerative_init`, groups in increasing order.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 2)
+    cov = np.asarray(cov, dtype=np.float64).reshape(-1, 2, 2)
+    group = np.asarray(group, dtype=np.int64)
+    n_groups = (int(group.max()) + 1 if group.size else 0) if n_groups is None else int(n_groups)
+    if group.size == 0 or n_groups == 0:
+        return alpha[:0], mu[:0], cov[:0], group[:0]
+    n_g, _ = _group_layout(group, n_groups)
+    k_g = np.minimum(np.maximum(np.asarray(k, dtype=np.int64).reshape(-1), 1), np.maximum(n_g, 1))
+    slots = np.maximum(2 * n_g - k_g, 1)
+    bucket = (slots > 40).astype(np.int64)  # small groups apart from the few big ones
+    outs = []
+    for b in np.unique(bucket[n_g > 0]):
+        gs = np.flatnonzero((bucket == b) & (n_g > 0))
+        remap = np.full(n_groups, -1, dtype=np.int64)
+        remap[gs] = np.arange(gs.size)
+        sel = remap[group] >= 0
+        ba, bm, bc, bg = _agglomerative_core(alpha[sel], mu[sel], cov[sel], remap[group[sel]],
+                                             k_g[gs], gs.size)
+        outs.append((ba, bm, bc, gs[bg]))
+    ba = np.concatenate([o[0] for o in outs])
+    bm = np.concatenate([o[1] for o in outs])
+    bc = np.concatenate([o[2] for o in outs])
+    bg = np.concatenate([o[3] for o in outs])
+    order = np.argsort(bg, kind="stable")
+    return ba[order], bm[order], bc[order], bg[order]
 
 
 STATUS_CONVERGED = "converged"
@@ -356,20 +414,28 @@ def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=
     if cgrp.size == 0:
         return (*init, cgrp, status, iters)
     kk, coff = _group_layout(cgrp, n_groups)
-    kmax = int(kk.max())
-    # Member -> gathered component indices (T, kmax); padding points at a dummy inf component.
-    lidx = np.arange(kmax)
-    exists = lidx[None, :] < kk[group][:, None]
-    gidx = np.where(exists, coff[group][:, None] + lidx[None, :], 0)
-    var_f = np.stack([cov[:, 0, 0], cov[:, 1, 1]], axis=1)[:, None, :]
-    mu_f = mu[:, None, :]
+    # Every (member, component of its group) pair, member-major, components in order.
+    per = kk[group]
+    pm = np.repeat(np.arange(group.size), per)
+    pc = coff[group][pm] + (np.arange(pm.size) - np.repeat(np.cumsum(per) - per, per))
+    seg = np.cumsum(per) - per
+    var_fx, var_fy = cov[pm, 0, 0], cov[pm, 1, 1]
+    mfx, mfy = mu[pm, 0], mu[pm, 1]
+    local_c = pc - coff[group][pm]
 
     def kl_all(mu_c, cov_c):
-        var_c = np.stack([cov_c[:, 0, 0], cov_c[:, 1, 1]], axis=1)
-        kl = _kl_gathered(mu_f, var_f, mu_c[gidx], var_c[gidx])
-        kl[~exists] = np.inf
-        a = kl.argmin(axis=1)
-        return a, kl[np.arange(a.size), a]
+        vgx, vgy = cov_c[pc, 0, 0], cov_c[pc, 1, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl = (np.log(np.sqrt(vgx) / np.sqrt(var_fx)) + np.log(np.sqrt(vgy) / np.sqrt(var_fy))
+                  + (var_fx + (mfx - mu_c[pc, 0]) ** 2) / (2.0 * vgx)
+                  + (var_fy + (mfy - mu_c[pc, 1]) ** 2) / (2.0 * vgy))
+        kl = np.where(np.isnan(kl), np.inf, kl)
+        mn = np.minimum.reduceat(kl, seg)
+        first = np.full(group.size, np.iinfo(np.int64).max, dtype=np.int64)
+        hit = kl == mn[pm]
+        np.minimum.at(first, pm[hit], local_c[hit])
+        first = np.where(first == np.iinfo(np.int64).max, 0, first)
+        return first, mn
 
     running = np.zeros(n_groups, dtype=bool)
     running[np.unique(group)] = True

@@ -22,6 +22,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import sys
@@ -32,17 +34,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from object_detector_retinanet.keras_retinanet.utils.boxes import (  # noqa: E402
+from object_detector_retinanet.keras_retinanet.utils.boxes import (
     compute_overlap,
     non_max_suppression,
 )
-from object_detector_retinanet.keras_retinanet.utils.em_merger import (  # noqa: E402
+from object_detector_retinanet.keras_retinanet.utils.em_merger import (
     SELECTIONS,
     EmMergerConfig,
     merge_detections,
 )
-from object_detector_retinanet.keras_retinanet.utils.mog import e_step, m_step  # noqa: E402
-from object_detector_retinanet.keras_retinanet.utils.synthetic import (  # noqa: E402
+from object_detector_retinanet.keras_retinanet.utils.mog import e_step, m_step
+from object_detector_retinanet.keras_retinanet.utils.synthetic import (
     default_object_sizes,
     make_layout,
 )
@@ -142,7 +144,7 @@ def make_scene(seed, regime="easy", shape=PHOTO, objects_scale=1.0, dups=8.0):
 # ------------------------------------------------------------------------------------------------
 
 
-def reference_merge(det, shape, cfg=EmMergerConfig()):
+def reference_merge(det, shape):
     """REFERENCE implementation (slow); returns the kept rows of det (sorted by confidence)."""
     from scipy.stats import chi2
 
@@ -218,9 +220,9 @@ def reference_merge(det, shape, cfg=EmMergerConfig()):
                 _, ev, evec = cv2.eigen(cc[j])
                 ang = math.degrees(math.atan2(evec[0, 1], evec[0, 0])) % 360
                 poly = cv2.ellipse2Poly((int(mr[j, 0]), int(mr[j, 1])),
-                                        (int(round(chi * math.sqrt(max(ev[0, 0], 0)))),
-                                         int(round(chi * math.sqrt(max(ev[1, 0], 0))))),
-                                        int(round(ang)), 0, 360, 15)  # B12: +angle
+                                        (round(chi * math.sqrt(max(ev[0, 0], 0))),
+                                         round(chi * math.sqrt(max(ev[1, 0], 0)))),
+                                        round(ang), 0, 360, 15)  # B12: +angle
                 mask = cv2.fillPoly(np.zeros_like(sub), [poly], 1)
                 f = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
                 cnts.append(f[0] if f else poly.reshape(-1, 1, 2))
@@ -323,8 +325,8 @@ def _metrics(gts, outs):
 
     g = {f"img{i}": gt for i, gt in enumerate(gts)}
     dd = {f"img{i}": o[:, :5] for i, o in enumerate(outs)}
-    r = evaluate_detections(g, dd, count_threshold=0.5, max_dets=300)
-    return r
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools is chatty
+        return evaluate_detections(g, dd, count_threshold=0.5, max_dets=300)
 
 
 def main(argv=None):
@@ -354,11 +356,12 @@ def main(argv=None):
         rows.append(("IoU-NMS 0.5", np.median([t for t, _ in t_nms]), [o for _, o in t_nms]))
         for sel in SELECTIONS:
             cfg = EmMergerConfig(selection=sel, soft_column=6)
-            res = [_time(lambda s=s: merge_detections(s[1], s[2], cfg), reps) for s in scenes]
+            res = [_time(lambda s=s, c=cfg: merge_detections(s[1], s[2], c), reps)
+                   for s in scenes]
             rows.append((f"EM-Merger {sel}", np.median([t for t, _ in res]), [o for _, o in res]))
         for name, ms, outs in rows:
             m = _metrics(gts, outs)
-            print(f"{name:<26}{ms:9.1f}{m['AP']:8.3f}{m['AP.75']:8.3f}{m['AR300']:8.3f}"
+            print(f"{name:<26}{ms:9.1f}{m['AP']:8.3f}{m['AP75']:8.3f}{m['AR300']:8.3f}"
                   f"{m['MAE']:8.2f}")
         if n_ref:
             ref = [_time(lambda s=s: reference_merge(s[1], s[2]), 1) for s in scenes[:n_ref]]
@@ -371,7 +374,7 @@ def main(argv=None):
             print(f"REFERENCE (full-res, straightforward) on {n_ref} image(s): {tr:.0f} ms/img vs "
                   f"fast {tf:.1f} ms/img -> {tr / tf:.0f}x; identical output rows "
                   f"{100 * np.mean(same):.1f}%; AP ref {mr['AP']:.3f} / fast {mf['AP']:.3f}, "
-                  f"AP.75 ref {mr['AP.75']:.3f} / fast {mf['AP.75']:.3f}, MAE ref {mr['MAE']:.2f} "
+                  f"AP.75 ref {mr['AP75']:.3f} / fast {mf['AP75']:.3f}, MAE ref {mr['MAE']:.2f} "
                   f"/ fast {mf['MAE']:.2f}")
 
     print("\n== scaling (easy regime, photo-sized products, more objects per image) ==")

@@ -15,3 +15,17 @@ def _clear_keras_session():
     yield
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A tiny synthetic SKU-110K-layout dataset (128x128 shelves): 3 train, 1 val, 2 test images.
+
+    Returns the dataset root: ``images/``, ``annotations/annotations_{train,val,test}.csv`` and
+    ``class_mappings.csv``, as the CLIs expect under ``$SKU110K_ROOT``.
+    """
+    from object_detector_retinanet.keras_retinanet.utils.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("tiny_sku110k")
+    write_dataset(root, counts={"train": 3, "val": 1, "test": 2}, height=128, width=128, seed=7)
+    return root

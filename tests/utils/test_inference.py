@@ -99,7 +99,7 @@ def test_raw_detections_scale_threshold_sort():
 
 
 def test_raw_detections_threshold_is_strict():
-    boxes = np.zeros((3, 4))
+    boxes = np.tile([0.0, 0.0, 1.0, 1.0], (3, 1))
     hard = np.array([0.25, 0.2500001, 0.2499999])
     rows = raw_detections(boxes, hard, hard, np.zeros(3), 1.0, score_threshold=0.25)
     np.testing.assert_array_equal(rows[:, 5], [0.2500001])  # 0.25 itself is not > 0.25
@@ -472,21 +472,21 @@ def test_real_merger_one_detection_per_separated_object(tmp_path):
         progress=False,
     )
     rows = read_rows(results)[1:]
-    per_image = {image: [r for r in rows if r[0] == image] for image in ("images/test_0.jpg",
-                                                                          "images/test_1.jpg")}
+    image_ids = ("images/test_0.jpg", "images/test_1.jpg")
+    per_image = {image: [r for r in rows if r[0] == image] for image in image_ids}
     assert len(per_image["images/test_0.jpg"]) == 2
     assert len(per_image["images/test_1.jpg"]) == 1
-    for index, image in enumerate(("images/test_0.jpg", "images/test_1.jpg")):
+    for index, image in enumerate(image_ids):
         for row in per_image[image]:
             assert tuple(int(v) for v in row[1:5]) in _int_boxes(outputs[index])  # kept originals
     left = [r for r in per_image["images/test_0.jpg"] if int(r[1]) < 100]
     assert len(left) == 1  # one box per object, not two on the same one
 
 
-def test_merge_processes_pool_matches_serial(tmp_path):
-    outputs = [
-        _cluster_outputs(seed, [(40 + 30 * seed, 50), (140, 60)], per_cluster=5) for seed in range(3)
-    ]
+@pytest.mark.parametrize("merge_processes", [0, 2], ids=["thread", "processes"])
+def test_merge_processes_pool_matches_serial(tmp_path, merge_processes):
+    centres = [[(40 + 30 * seed, 50), (140, 60)] for seed in range(3)]
+    outputs = [_cluster_outputs(seed, centres[seed], per_cluster=5) for seed in range(3)]
     shapes = [(100, 200)] * 3
     serial = predict_images(
         FakeGenerator(tmp_path, shapes),
@@ -503,7 +503,7 @@ def test_merge_processes_pool_matches_serial(tmp_path):
         save_dir=tmp_path / "pooled_png",
         image_min_side=100,
         progress=False,
-        merge_processes=2,
+        merge_processes=merge_processes,
     )
     assert read_rows(pooled) == read_rows(serial)
     assert len(read_rows(serial)) > 3  # some rows for every image, not a trivially empty file
@@ -511,3 +511,23 @@ def test_merge_processes_pool_matches_serial(tmp_path):
         a = cv2.imread(str(tmp_path / "serial_png" / f"{i}.png"))
         b = cv2.imread(str(tmp_path / "pooled_png" / f"{i}.png"))
         np.testing.assert_array_equal(a, b)
+
+
+def test_degenerate_boxes_are_dropped_before_the_merger():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 5, 9], [8, 2, 3, 9], [0, 0, 4, 1]], np.float32)
+    hard = np.array([0.9, 0.9, 0.9, 0.9], np.float32)
+    rows = raw_detections(boxes, hard, hard, np.zeros(4), scale=1.0)
+    # [5,5,5,9] has zero width and [8,2,3,9] is inverted: only rows 0 and 3 remain
+    np.testing.assert_array_equal(rows[:, :4], [[0, 0, 10, 10], [0, 0, 4, 1]])
+
+
+def test_nms_merge_keeps_the_most_confident_of_overlapping_boxes():
+    from object_detector_retinanet.keras_retinanet.utils.inference import nms_merge
+
+    rows = np.array([
+        [0, 0, 10, 10, 0.6, 0.6],
+        [1, 0, 11, 10, 0.9, 0.9],  # IoU with row 0 = 9*10 / (100 + 100 - 90) = 0.818 -> wins
+        [20, 0, 30, 10, 0.5, 0.5],  # no overlap -> kept
+    ])
+    np.testing.assert_array_equal(nms_merge(rows, (40, 40)), rows[[1, 2]])
+    assert nms_merge(rows[:0], (40, 40)).shape == (0, 6)

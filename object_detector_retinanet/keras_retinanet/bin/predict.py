@@ -166,6 +166,7 @@ def main(argv=None):
     from object_detector_retinanet.keras_retinanet.preprocessing.csv_generator import CSVGenerator
     from object_detector_retinanet.keras_retinanet.utils.em_merger import EmMergerConfig
     from object_detector_retinanet.keras_retinanet.utils.inference import (
+        nms_merge,
         predict_images,
         results_filename,
     )
@@ -185,7 +186,6 @@ def main(argv=None):
     )
     paths.create_folder(args.results_dir)
     results_path = results_filename(args.results_dir, args.hard_score_rate, paths.safe_timestamp())
-    merger_config = EmMergerConfig() if args.merger == "em" else "nms"
     predict_images(
         generator,
         make_runner(model, has_soft_iou),
@@ -194,7 +194,9 @@ def main(argv=None):
         hard_score_rate=args.hard_score_rate,
         score_threshold=args.score_threshold,
         max_detections=args.max_detections,
-        merger_config=merger_config,
+        merger_config=EmMergerConfig() if args.merger == "em" else None,
+        merge_fn=None if args.merger == "em" else nms_merge,
+        merge_processes=0,  # merge image i in a thread while the network runs on image i + 1
         image_min_side=args.image_min_side,
         image_max_side=args.image_max_side,
     )

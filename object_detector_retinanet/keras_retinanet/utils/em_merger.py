@@ -21,6 +21,15 @@ the box sizes so that a typical shrunk box spans about ``heat_map_samples_per_bo
 Contour rectangles map back as whole blocks, and contour areas are corrected to the full-resolution
 polygon area (:func:`full_resolution_area`). The heat values compared in step 4 are exact
 full-resolution values. ``heat_map_downscale=1`` reproduces the full-resolution map exactly.
+Known, bounded differences at s > 1 (tests/utils/test_em_merger.py measures them against a
+straightforward full-resolution reference): blobs separated by a gap narrower than s px merge into
+one contour (its K then covers both), rectangles move by up to s px, and K can flip where
+area / median area sits near x.5. scripts/bench_merger.py compares the final outputs.
+
+Other speed measures (same results): the per-contour work is batched over all contours (k = 1
+blobs in closed form, the others through :func:`.mog.collapse_batch`), redundancy pairs that are
+clear-cut are decided analytically and only borderline pairs are rasterised, and assignment and
+membership use a uniform-grid point-in-rectangle join.
 """
 
 from __future__ import annotations
@@ -637,11 +646,11 @@ def selection_scores(d, boxes, cand_boxes, owner, config):
 
 def _validate(detections, image_shape) -> np.ndarray:
     arr = np.asarray(detections)
-    if arr.ndim != 2 or (arr.shape[0] > 0 and arr.shape[1] < 6):
-        if not (arr.ndim == 2 and arr.shape[0] == 0) and not (arr.ndim == 1 and arr.size == 0):
-            raise ValueError(
-                "merge_detections: detections must be (N, 6+) [x1, y1, x2, y2, confidence, "
-                f"hard_score, ...], got shape {arr.shape}")
+    empty = (arr.ndim == 2 and arr.shape[0] == 0) or (arr.ndim == 1 and arr.size == 0)
+    if not empty and (arr.ndim != 2 or arr.shape[1] < 6):
+        raise ValueError(
+            "merge_detections: detections must be (N, 6+) [x1, y1, x2, y2, confidence, "
+            f"hard_score, ...], got shape {arr.shape}")
     if len(tuple(image_shape)) < 2 or int(image_shape[0]) <= 0 or int(image_shape[1]) <= 0:
         raise ValueError(f"merge_detections: image_shape must be (height, width) > 0, got "
                          f"{tuple(image_shape)}")
@@ -690,36 +699,68 @@ def merge_detections(detections: np.ndarray, image_shape, config: EmMergerConfig
     chosen = _merge_core(d, boxes, conf, g, height, width, cfg)
     if chosen.size == 0:
         return d[:0].copy()
-    # Step 7 (§10.8): QUIRK IoMin >= 0.3, rows kept in candidate order; B11: the shared NMS
-    # compares every remaining box.
-    keep = non_max_suppression(boxes[chosen].astype(np.float64), conf[chosen],
-                               cfg.final_nms_threshold, overlap="iomin")
-    return d[chosen[keep]]
+    return d[chosen[final_suppression(d[chosen], cfg)]]
 
 
-def _merge_core(d, boxes, conf, g, height, width, cfg):
-    """Steps 1-6; returns the chosen detection row (in d) of every candidate, candidate order."""
-    n_det = d.shape[0]
-    s = choose_downscale(g, cfg)
+def final_suppression(rows: np.ndarray, config: EmMergerConfig | None = None) -> np.ndarray:
+    """Step 7 (§10.8): greedy suppression of the picked detections across contours.
+
+    QUIRK: overlap = intersection / min(area) on the truncated integer boxes, suppress at >= 0.3,
+    ordered by confidence; survivors stay in their given (candidate) order. B11: every remaining
+    box is compared (the original never compared the last one, so with two candidates nothing
+    was ever suppressed).
+
+    Args:
+        rows: (M, 6+) picked detections in candidate order.
+        config: EmMergerConfig (final_nms_threshold).
+
+    Returns:
+        (K,) int64 indices of the kept rows, ascending.
+    """
+    cfg = config if config is not None else EmMergerConfig()
+    rows = np.asarray(rows)
+    boxes = np.trunc(rows[:, :4].astype(np.float64))
+    return non_max_suppression(boxes, rows[:, 4].astype(np.float64), cfg.final_nms_threshold,
+                               overlap="iomin")
+
+
+@dataclass
+class Blobs:
+    """Contours of the thresholded heat map and their §10.3 statistics (full-res pixels)."""
+
+    rect: np.ndarray  # (C, 4) int64 bounding rectangles (x, y, w, h)
+    area: np.ndarray  # (C,) contour area (cv2.contourArea at full resolution, or its estimate)
+    n: np.ndarray  # (C,) members
+    k: np.ndarray  # (C,) K estimate
+    valid: np.ndarray  # (C,) n > 0 and rectangle wider and taller than min_contour_side
+    member_contour: np.ndarray  # (P,) contour of each (contour, detection) membership pair
+    member_det: np.ndarray  # (P,) detection of each pair, sorted by contour then detection
+    q: np.ndarray  # quantised (0..255, thresholded) heat map at the working resolution
+    vmin: float
+    vmax: float
+    downscale: int
+
+
+def analyse_blobs(g: _Gaussians, boxes: np.ndarray, height: int, width: int,
+                  cfg: EmMergerConfig, s: int | None = None) -> Blobs:
+    """Steps 1-2 up to the K estimate (§10.2, §10.3 steps 1-4)."""
+    s = choose_downscale(g, cfg) if s is None else int(s)
     heat = render_heat_map(g, height, width, s)
     vmin, vmax = float(heat.min()), float(heat.max())
     q = quantise_heat(heat, vmin, vmax, cfg.heat_threshold)
     contours = cv2.findContours((q > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
                                 cv2.CHAIN_APPROX_SIMPLE)[-2]  # PORT: [-2] on OpenCV 3 and 4
     n_c = len(contours)
-    if n_c == 0:
-        return np.zeros(0, dtype=np.int64)
     rect = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64).reshape(-1, 4)
     if s == 1:
-        area = np.array([cv2.contourArea(c) for c in contours])
+        area = np.array([cv2.contourArea(c) for c in contours], dtype=np.float64)
     else:
         area = np.array([full_resolution_area(cv2.contourArea(c), cv2.arcLength(c, True), s)
-                         for c in contours])
+                         for c in contours], dtype=np.float64)
         rect = rect * s  # whole s x s blocks
         rect[:, 2] = np.minimum(rect[:, 0] + rect[:, 2], width) - rect[:, 0]
         rect[:, 3] = np.minimum(rect[:, 1] + rect[:, 3], height) - rect[:, 1]
     rx, ry, rw, rh = rect[:, 0], rect[:, 1], rect[:, 2], rect[:, 3]
-
     # §10.3 step 2: members = detections whose ORIGINAL centre is in the bounding rectangle,
     # inclusive (QUIRK: the polygon is ignored; a detection may belong to several rectangles).
     mc, md = points_in_rects(g.cx, g.cy, np.stack([rx, ry, rx + rw, ry + rh], axis=1))
@@ -727,12 +768,24 @@ def _merge_core(d, boxes, conf, g, height, width, cfg):
     w = (boxes[:, 2] - boxes[:, 0]).astype(np.float64)
     h = (boxes[:, 3] - boxes[:, 1]).astype(np.float64)
     f = cfg.box_size_factor
-    med = _group_median(((w * f) * (h * f))[md], mc, n_c)  # exact factor, not the integer shift
+    med = _group_median(((w * f) * (h * f))[md], mc, n_c)  # exact factor, not the int shift
     with np.errstate(divide="ignore", invalid="ignore"):
         approx = np.where(med > 0, np.minimum(np.round(area / np.where(med > 0, med, 1.0)),
                                               cfg.max_k), 0.0)
     k = np.maximum(1, approx.astype(np.int64))
     valid = (n_mem > 0) & (rw > cfg.min_contour_side) & (rh > cfg.min_contour_side)
+    return Blobs(rect, area, n_mem, k, valid, mc, md, q, vmin, vmax, s)
+
+
+def _merge_core(d, boxes, conf, g, height, width, cfg):
+    """Steps 1-6; returns the chosen detection row (in d) of every candidate, candidate order."""
+    n_det = d.shape[0]
+    bl = analyse_blobs(g, boxes, height, width, cfg)
+    if bl.rect.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    rx, ry, rw, rh = bl.rect[:, 0], bl.rect[:, 1], bl.rect[:, 2], bl.rect[:, 3]
+    mc, md, n_mem, k, valid = bl.member_contour, bl.member_det, bl.n, bl.k, bl.valid
+    q, vmin, vmax, s = bl.q, bl.vmin, bl.vmax, bl.downscale
 
     starts = np.cumsum(n_mem) - n_mem
     sigma_cov = np.zeros((n_det, 2, 2))

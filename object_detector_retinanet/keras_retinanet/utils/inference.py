@@ -26,7 +26,7 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from object_detector_retinanet.keras_retinanet.config import PredictConfig, TrainConfig
+from object_detector_retinanet.keras_retinanet.utils.boxes import non_max_suppression
 from object_detector_retinanet.keras_retinanet.utils.em_merger import (
     EmMergerConfig,
     merge_detections,
@@ -106,7 +107,7 @@ def raw_detections(
     Returns:
         ``(N, 7)`` float64 rows ``[x1, y1, x2, y2, confidence, hard_score, label]``, boxes in
         original-image pixels (floats), sorted by confidence descending (stable: ties keep the
-        network's order).
+        network's order). Degenerate boxes (``x2 <= x1`` or ``y2 <= y1``) are dropped.
 
     Raises:
         ValueError: If ``soft`` has more than one class column (B24), or if the shapes disagree.
@@ -137,7 +138,11 @@ def raw_detections(
     confidence = mix_scores(hard, soft, hard_score_rate)
     boxes = boxes / float(scale)
 
-    keep = np.flatnonzero(hard > score_threshold)  # strict '>' also drops the -1 padding
+    # strict '>' also drops the -1 padding. Deviation: boxes with x2 <= x1 or y2 <= y1 (an
+    # untrained or diverged regression head can produce them; clipping to the input can collapse
+    # them) are dropped here: they cannot be objects, and the merger rejects them.
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = np.flatnonzero((hard > score_threshold) & valid)
     order = keep[np.argsort(-confidence[keep], kind="stable")][: int(max_detections)]
 
     rows = np.empty((order.size, 7), dtype=np.float64)
@@ -146,6 +151,25 @@ def raw_detections(
     rows[:, HARD_SCORE] = hard[order]
     rows[:, LABEL] = labels[order]
     return rows
+
+
+def nms_merge(
+    detections: np.ndarray, image_shape: tuple[int, int], threshold: float | None = None
+) -> np.ndarray:
+    """Plain IoU-NMS by confidence (the paper's "& NMS" baselines), same interface as the merger.
+
+    Args:
+        detections: ``(N, 6+)`` rows ``[x1, y1, x2, y2, confidence, hard_score, ...]``.
+        image_shape: unused (kept for the merger's signature).
+        threshold: IoU at which a lower-confidence box is suppressed (default 0.5).
+    """
+    del image_shape
+    if len(detections) == 0:
+        return detections
+    keep = non_max_suppression(
+        detections[:, :4], detections[:, CONFIDENCE], 0.5 if threshold is None else threshold, "iou"
+    )
+    return detections[keep]
 
 
 def detect_image(
@@ -378,6 +402,7 @@ def predict_images(
     score_threshold: float = PredictConfig.score_threshold,
     max_detections: int = PredictConfig.max_detections,
     merger_config: EmMergerConfig | None = None,
+    merge_fn: Callable[[np.ndarray, tuple[int, int], Any], np.ndarray] | None = None,
     image_min_side: int = TrainConfig.image_min_side,
     image_max_side: int = TrainConfig.image_max_side,
     draw_threshold: float = PredictConfig.draw_threshold,
@@ -396,14 +421,20 @@ def predict_images(
             CSV position, spec §11.2); the folder is created.
         hard_score_rate, score_threshold, max_detections: See :func:`raw_detections`.
         merger_config: EM-Merger settings; ``None`` = the paper's (spec §10.1).
+        merge_fn: ``merge_fn(detections, (height, width), merger_config)``, the post-processor:
+            ``None`` = the EM-Merger (:func:`merge_detections`), or e.g. :func:`nms_merge` for the paper's NMS baselines
+            (a module-level function, so process pools can pickle it).
         image_min_side, image_max_side: Inference resize.
         draw_threshold: Drawn detections need ``confidence > draw_threshold`` (spec §11.2: 0.5).
         progress: Show a tqdm progress bar.
-        merge_processes: ``None`` or 0: merge in this process, right after the network.
-            ``n >= 1``: merge in ``n`` worker processes ("spawn" start, safe with TensorFlow
-            loaded) while the network runs on the next images; rows are still written in CSV order
-            and equal the serial path's. Each worker imports the main script once, so keep heavy
-            imports out of its top level.
+        merge_processes: How the EM-Merger overlaps the network. ``None``: no overlap, merge
+            right after the network (the original's order). ``0``: merge image ``i`` in one
+            background thread while the network runs on image ``i + 1`` (no start-up cost; the
+            network releases the GIL). ``n >= 1``: merge in ``n`` worker processes ("spawn"
+            start, safe with TensorFlow loaded; each worker imports the main script once, about
+            a second, so keep heavy imports out of its top level) -- worth it only when merging
+            is slower than the network. In every mode rows are written in CSV order and equal
+            the serial path's (the merger is deterministic, its budgets count work, not time).
 
     Returns:
         ``results_path`` as a string.
@@ -411,17 +442,17 @@ def predict_images(
     An image that fails to load gets a ``RuntimeWarning`` naming it, writes no rows and no drawing,
     and the loop goes on. Any other error stops the loop; rows of finished images stay on disk.
     """
+    if merge_fn is None:
+        merge_fn = merge_detections
     results_path = os.fspath(results_path)
+    pool, in_flight = _merge_pool(merge_processes)  # validates first; workers start on first use
     if save_dir is not None:
         save_dir = create_folder(save_dir)
-    if merge_processes is not None and int(merge_processes) < 0:
-        raise ValueError(f"merge_processes must be None or >= 0, got {merge_processes}")
-    workers = int(merge_processes or 0)
     has_ground_truth = bool(getattr(generator, "has_ground_truth", False))
 
     def finish(job: _ImageJob, writer: ResultsWriter) -> None:
         if job.future is None:
-            merged = merge_detections(job.detections, job.shape, merger_config)
+            merged = merge_fn(job.detections, job.shape, merger_config)
         else:
             merged = job.future.result()
         writer.write_image(job.image_id, merged)
@@ -438,11 +469,6 @@ def predict_images(
             if not cv2.imwrite(out_path, drawing):
                 raise OSError(f"predict: could not write the drawing {out_path}")
 
-    pool = None
-    if workers:
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        )
     pending: deque[_ImageJob] = deque()  # submitted to the pool, not yet written (CSV order)
     total = generator.size()
     with ResultsWriter(results_path) as writer, tqdm(
@@ -480,10 +506,10 @@ def predict_images(
                     finish(job, writer)
                     bar.update(1)
                     continue
-                job.future = pool.submit(merge_detections, job.detections, job.shape, merger_config)
+                job.future = pool.submit(merge_fn, job.detections, job.shape, merger_config)
                 pending.append(job)
-                # At most `workers` merges in flight beside the next network run; finish in order.
-                while len(pending) > workers:
+                # At most `in_flight` merges beside the next network run; finish in CSV order.
+                while len(pending) > in_flight:
                     finish_oldest()
             while pending:
                 finish_oldest()
@@ -499,6 +525,21 @@ def predict_images(
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
     return results_path
+
+
+def _merge_pool(merge_processes: int | None) -> tuple[Executor | None, int]:
+    """The executor for ``predict_images(merge_processes=...)`` and how many merges may pend."""
+    if merge_processes is None:
+        return None, 0
+    workers = int(merge_processes)
+    if workers < 0:
+        raise ValueError(
+            f"merge_processes must be None, 0 (a thread) or >= 1, got {merge_processes}"
+        )
+    if workers == 0:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="em_merger"), 1
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once TensorFlow has threads
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context), workers
 
 
 def _load_image_or_warn(generator: Any, index: int, path: str) -> np.ndarray | None:

@@ -8,13 +8,15 @@ This module owns the maths (NumPy only, no I/O, no globals):
 
 - :func:`agglomerative_init`: merge the closest pair of means until ``k`` remain. Same merge order
   as the original's O(n^3) argmin over a full distance matrix, but with incrementally maintained
-  nearest-neighbour distances (O(n^2) overall).
+  nearest-neighbour distances (O(n^2) overall); :func:`agglomerative_init_batch` runs many
+  independent groups (contours) in lockstep.
 - :func:`gaussian_kl`: the original's diagonal-only KL (it omits the true KL's ``-1``, so two
   identical Gaussians give **1**, not 0; QUIRK, kept: with the weights summing to 1 this shifts the
   objective by exactly 1 and changes neither the assignments nor the convergence test).
 - :func:`e_step` / :func:`m_step`: vectorised over all members.
-- :func:`collapse`: the whole procedure with a deterministic, injectable work budget that replaces
-  the original's SIGALRM wall-clock timeouts (B13), and fallbacks whose messages match what is
+- :func:`collapse` / :func:`collapse_batch`: the whole procedure (one group / many groups at once,
+  identical per-group results) with a deterministic, injectable work budget that replaces the
+  original's SIGALRM wall-clock timeouts (B13), and fallbacks whose messages match what is
   returned (B14).
 """
 

@@ -1,0 +1,194 @@
+"""Tests of utils/mog.py: the MoG collapse of the EM-Merger (spec §10.4)."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from object_detector_retinanet.keras_retinanet.utils import mog
+from object_detector_retinanet.keras_retinanet.utils.mog import (
+    CollapseBudget,
+    agglomerative_init,
+    agglomerative_init_batch,
+    collapse,
+    collapse_batch,
+    e_step,
+    gaussian_kl,
+    init_cost,
+    m_step,
+)
+
+
+def _diag(vx, vy):
+    c = np.zeros((len(vx), 2, 2))
+    c[:, 0, 0], c[:, 1, 1] = vx, vy
+    return c
+
+
+def _reference_agglomerative(alpha, mu, cov, k):
+    """Straightforward O(n^3) version of the original: argmin over the full (2n-k)^2 matrix."""
+    n = len(alpha)
+    a, m, c = list(alpha), [np.array(x, float) for x in mu], [np.array(x, float) for x in cov]
+    live = list(range(n))
+    while len(live) > k:
+        best = None
+        for ii, i in enumerate(live):
+            for j in live[ii + 1:]:
+                d = float(np.sqrt(((m[i] - m[j]) ** 2).sum()))
+                d = np.inf if d == 0 else d
+                if best is None or d < best[0]:
+                    best = (d, i, j)
+        _, i, j = best
+        b = a[i] + a[j]
+        dm = m[i] - m[j]
+        a.append(b)
+        m.append((a[i] * m[i] + a[j] * m[j]) / b)
+        c.append((a[i] * c[i] + a[j] * c[j] + a[i] * a[j] / b * np.outer(dm, dm)) / b)
+        live = [x for x in live if x not in (i, j)] + [len(a) - 1]
+    live.sort()
+    return np.array([a[x] for x in live]), np.array([m[x] for x in live]), np.array(
+        [c[x] for x in live])
+
+
+def test_diagonal_kl_of_identical_gaussians_is_one():
+    # QUIRK (documented): the original's formula drops the true KL's -1, so KL(f||f) = 1:
+    # ln(1) + ln(1) + (s^2 + 0) / (2 s^2) + (s^2 + 0) / (2 s^2) = 0.5 + 0.5 = 1.
+    mu = np.array([[3.0, 4.0]])
+    cov = _diag([9.0], [25.0])
+    assert gaussian_kl(mu, cov, mu, cov)[0, 0] == pytest.approx(1.0)
+
+
+def test_diagonal_kl_hand_value_and_off_diagonal_ignored():
+    # f: mu 0, var (1, 1); g: mu (1, 0), var (4, 1):
+    # ln(2/1) + ln(1/1) + (1 + 1) / (2*4) + (1 + 0) / (2*1) = ln 2 + 0.25 + 0.5
+    g_cov = np.array([[[4.0, 1.5], [1.5, 1.0]]])  # the off-diagonal must not matter (QUIRK)
+    kl = gaussian_kl(np.zeros((1, 2)), _diag([1.0], [1.0]), np.array([[1.0, 0.0]]), g_cov)
+    assert kl[0, 0] == pytest.approx(np.log(2) + 0.75)
+
+
+def test_two_tight_pairs_collapse_to_two_means_at_pair_centroids():
+    mu = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [11.0, 2.0]])
+    alpha = np.full(4, 0.25)
+    res = collapse(alpha, mu, _diag([1.0] * 4, [1.0] * 4), 2, max_iter=20, epsilon=1e-10)
+    assert res.status == "converged"
+    got = sorted(map(tuple, res.mu))
+    assert got[0] == pytest.approx((0.5, 0.0))  # (0 + 1) / 2
+    assert got[1] == pytest.approx((10.5, 1.0))  # ((10 + 11) / 2, (0 + 2) / 2)
+    assert res.beta == pytest.approx([0.5, 0.5])
+    # Moment matching: var_x of the first pair = 1 + 0.25 (spread of +-0.5) = 1.25.
+    first = int(np.argmin(res.mu[:, 0]))
+    assert res.cov[first, 0, 0] == pytest.approx(1.25)
+
+
+def test_m_step_moments_by_hand():
+    # Two members (weights 0.25, 0.75) at x = 0 and x = 4, var 1: mean 3, var 1 + 0.25*9 +
+    # 0.75*1 = 4; the unused second component keeps its parameters.
+    alpha = np.array([0.25, 0.75])
+    mu = np.array([[0.0, 0.0], [4.0, 0.0]])
+    beta, mu_c, cov_c = m_step(alpha, mu, _diag([1.0, 1.0], [1.0, 1.0]), np.array([0, 0]),
+                               np.array([0.5, 0.5]), np.array([[9.0, 9.0], [7.0, 7.0]]),
+                               _diag([2.0, 3.0], [2.0, 3.0]))
+    assert beta[0] == pytest.approx(1.0) and mu_c[0] == pytest.approx([3.0, 0.0])
+    assert cov_c[0, 0, 0] == pytest.approx(4.0) and cov_c[0, 1, 1] == pytest.approx(1.0)
+    assert beta[1] == 0.5 and mu_c[1] == pytest.approx([7.0, 7.0]) and cov_c[1, 0, 0] == 3.0
+    a, kl = e_step(mu, _diag([1.0, 1.0], [1.0, 1.0]), mu_c, cov_c)
+    assert a.shape == (2,) and kl.shape == (2,)
+
+
+def test_agglomerative_matches_straightforward_reference():
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(2, 25))
+        k = int(rng.integers(1, n + 1))
+        mu = np.round(rng.normal(0, 10, (n, 2)), 1)
+        mu[rng.integers(0, n)] = mu[0]  # some identical centres
+        alpha = rng.uniform(0.1, 1, n)
+        alpha /= alpha.sum()
+        cov = _diag(rng.uniform(1, 9, n), rng.uniform(1, 9, n))
+        ra, rm, rc = _reference_agglomerative(alpha, mu, cov, k)
+        ba, bm, bc = agglomerative_init(alpha, mu, cov, k)
+        assert ba == pytest.approx(ra), trial
+        assert bm == pytest.approx(rm), trial
+        assert bc == pytest.approx(rc), trial
+
+
+def test_agglomerative_zero_distance_pair_is_never_merged_directly():
+    # QUIRK: A and B share a centre (distance 0 -> inf); A-C and B-C are both 3, and the first in
+    # row-major order, (A, C), is merged: result [B, A+C] (survivors first, then merged slots).
+    mu = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0]])
+    alpha = np.array([0.5, 0.25, 0.25])
+    beta, m, _ = agglomerative_init(alpha, mu, _diag([1.0] * 3, [1.0] * 3), 2)
+    assert beta == pytest.approx([0.25, 0.75])
+    assert m[0] == pytest.approx([0.0, 0.0])
+    assert m[1] == pytest.approx([1.0, 0.0])  # (0.5 * 0 + 0.25 * 3) / 0.75
+
+
+def test_agglomerative_identical_centres_only_no_nan():
+    # The original merged with an empty slot here (NaN means); now the two are merged.
+    mu = np.array([[5.0, 5.0], [5.0, 5.0]])
+    beta, m, c = agglomerative_init(np.array([0.5, 0.5]), mu, _diag([4.0, 4.0], [1.0, 1.0]), 1)
+    assert beta == pytest.approx([1.0]) and m[0] == pytest.approx([5.0, 5.0])
+    assert np.isfinite(c).all()
+
+
+def test_batch_equals_single_groups():
+    rng = np.random.default_rng(7)
+    groups, ks, alphas, mus, covs = [], [], [], [], []
+    for g in range(12):
+        n = int(rng.integers(2, 30 if g else 60))
+        alpha = rng.uniform(0.1, 1, n)
+        alphas.append(alpha / alpha.sum())
+        mus.append(rng.normal(0, 20, (n, 2)))
+        covs.append(_diag(rng.uniform(4, 30, n), rng.uniform(4, 30, n)))
+        groups.append(np.full(n, g))
+        ks.append(int(rng.integers(1, n)))
+    _b, m, c, cg, status, _ = collapse_batch(np.concatenate(alphas), np.concatenate(mus),
+                                            np.concatenate(covs), np.concatenate(groups), ks)
+    ab, am, _ac, ag = agglomerative_init_batch(np.concatenate(alphas), np.concatenate(mus),
+                                              np.concatenate(covs), np.concatenate(groups), ks)
+    for g in range(12):
+        single = collapse(alphas[g], mus[g], covs[g], ks[g])
+        assert status[g] == single.status
+        assert m[cg == g] == pytest.approx(single.mu)
+        assert c[cg == g] == pytest.approx(single.cov)
+        sa, sm, _ = agglomerative_init(alphas[g], mus[g], covs[g], ks[g])
+        assert am[ag == g] == pytest.approx(sm) and ab[ag == g] == pytest.approx(sa)
+
+
+def test_b14_em_budget_exhaustion_returns_agglomerative_parameters(caplog):
+    # The original's "EM Timeout - using fallback" returned the partially updated EM parameters;
+    # now the message and the returned (agglomerative) parameters agree. Budget: n*k = 4*2 = 8 KL
+    # evaluations per E-step; the first iteration needs 2 E-steps (16) -> 10 is exhausted at once.
+    mu = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [13.0, 0.0]])
+    alpha = np.array([0.1, 0.2, 0.3, 0.4])
+    cov = _diag([1.0] * 4, [1.0] * 4)
+    with caplog.at_level(logging.WARNING, logger=mog.__name__):
+        res = collapse(alpha, mu, cov, 2, budget=CollapseBudget(em_work=10))
+    assert res.status == "em_budget"
+    assert res.message == mog.MSG_EM_BUDGET and mog.MSG_EM_BUDGET in caplog.text
+    assert "using fallback" in res.message
+    _ia, im, ic = agglomerative_init(alpha, mu, cov, 2)
+    assert res.mu == pytest.approx(im) and res.cov == pytest.approx(ic)
+
+
+def test_b13_zero_init_budget_is_deterministic_fallback(caplog):
+    mu = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
+    with caplog.at_level(logging.WARNING, logger=mog.__name__):
+        res = collapse(np.full(3, 1 / 3), mu, _diag([1.0] * 3, [1.0] * 3), 1,
+                       budget=CollapseBudget(init_work=0))
+    assert res.status == "init_budget" and res.mu is None and res.beta is None
+    assert mog.MSG_INIT_BUDGET in caplog.text
+    # (n - k) * (2n - k)^2 = 2 * 5^2 = 50 work units for n = 3, k = 1.
+    assert init_cost(3, 1) == 50.0
+    assert collapse(np.full(3, 1 / 3), mu, _diag([1.0] * 3, [1.0] * 3), 1,
+                    budget=CollapseBudget(init_work=50)).status == "converged"
+
+
+def test_not_converged_with_zero_iterations_returns_init(caplog):
+    mu = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0]])
+    alpha = np.full(3, 1 / 3)
+    cov = _diag([1.0] * 3, [1.0] * 3)
+    with caplog.at_level(logging.WARNING, logger=mog.__name__):
+        res = collapse(alpha, mu, cov, 2, max_iter=0)
+    assert res.status == "not_converged" and mog.MSG_NOT_CONVERGED in caplog.text
+    assert res.mu == pytest.approx(agglomerative_init(alpha, mu, cov, 2)[1])

@@ -42,6 +42,22 @@ def _normaliser(mask):
     return ops.maximum(1.0, ops.sum(ops.cast(mask, "float32")))
 
 
+def _per_replica(loss):
+    """Scale a replica's scalar loss by ``1 / num_replicas`` under ``tf.distribute``.
+
+    Keras 3 applies this scaling inside its reduction only when a loss returns per-sample values;
+    a scalar passes through unscaled, while the gradients are still *summed* across replicas and
+    the reported loss is multiplied back by the replica count. Without this, a mirrored step on
+    two replicas took twice the single-device step and reported twice the loss (see
+    tests/bin/test_distribute.py). Each replica normalises by its own positives, as every
+    data-parallel RetinaNet does; outside a strategy this is the identity.
+    """
+    import tensorflow as tf  # KERAS_BACKEND=tensorflow is required by the project
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss * (1.0 / replicas)
+
+
 def box_iou(boxes_a, boxes_b, epsilon=_EPSILON):
     """Element-wise IoU of two broadcastable box tensors, ``(..., 4)`` each, ``(x1, y1, x2, y2)``.
 
@@ -99,7 +115,7 @@ class FocalLoss(keras.losses.Loss):
         focal_weight = alpha_factor * focal_weight**self.gamma
         loss = focal_weight * _binary_crossentropy(labels, probabilities)
         loss = ops.where(keep, loss, 0.0)  # ignore anchors (state -1) contribute nothing
-        return ops.sum(loss) / _normaliser(ops.equal(state, 1.0))
+        return _per_replica(ops.sum(loss) / _normaliser(ops.equal(state, 1.0)))
 
     def get_config(self):
         config = super().get_config()
@@ -136,7 +152,7 @@ class SmoothL1Loss(keras.losses.Loss):
             diff < 1.0 / sigma_squared, 0.5 * sigma_squared * diff**2, diff - 0.5 / sigma_squared
         )
         loss = ops.where(ops.expand_dims(positive, -1), loss, 0.0)
-        return ops.sum(loss) / _normaliser(positive)
+        return _per_replica(ops.sum(loss) / _normaliser(positive))
 
     def get_config(self):
         config = super().get_config()
@@ -191,7 +207,7 @@ class SoftIoULoss(keras.losses.Loss):
         gt_iou = ops.where(ops.logical_and(selected, ops.isfinite(gt_iou)), gt_iou, 0.0)
         loss = _binary_crossentropy(gt_iou, pred_iou)
         loss = ops.where(selected, loss, 0.0)
-        return ops.sum(loss) / _normaliser(selected)
+        return _per_replica(ops.sum(loss) / _normaliser(selected))
 
     def get_config(self):
         config = super().get_config()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from object_detector_retinanet.keras_retinanet.utils import boxes as boxes_module
 from object_detector_retinanet.keras_retinanet.utils.boxes import (
     box_area,
     compute_iomin,
@@ -128,8 +129,13 @@ def _brute_force_nms(boxes, scores, threshold, kind):
     return np.sort(np.array(keep, dtype=np.int64))
 
 
+@pytest.mark.parametrize("path", ["auto", "pairs", "windows"])
 @pytest.mark.parametrize("kind", ["iomin", "iou"])
-def test_nms_equals_brute_force_on_random_boxes(kind):
+def test_nms_equals_brute_force_on_random_boxes(kind, path, monkeypatch):
+    # Both internal strategies (pair list for sparse inputs, per-kept-box windows for dense ones)
+    # must give the brute-force result; "auto" lets the pair-count rule choose.
+    if path != "auto":
+        monkeypatch.setattr(boxes_module, "_PAIRS_FREE", 10**9 if path == "pairs" else -(10**9))
     rng = np.random.default_rng(123)
     for trial in range(60):
         n = int(rng.integers(1, 150))

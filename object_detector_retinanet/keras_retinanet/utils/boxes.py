@@ -22,6 +22,11 @@ __all__ = [
 
 _OVERLAP_KINDS = ("iomin", "iou")
 _ROW_CHUNK = 2048  # rows per block in the pairwise functions: bounds the temporaries' memory
+# The pair-list NMS is used while the candidate pairs number at most _PAIRS_PER_BOX * N +
+# _PAIRS_FREE (sparse scenes such as the merger's final pass); denser inputs use the per-kept-box
+# window loop, which is faster there (same result either way).
+_PAIRS_PER_BOX = 24
+_PAIRS_FREE = 2000
 
 
 def _as_boxes(boxes: np.ndarray, name: str) -> np.ndarray:
@@ -142,9 +147,11 @@ def non_max_suppression(
     (B11: the original stopped as soon as exactly one box was left, so that box always survived).
     Ties in score are ranked by original index: the lower index is taken first.
 
-    The inner step is vectorised and only looks at boxes whose x-interval can intersect the kept
-    box (a window in x1-sorted order), so dense shelves of 2k-20k detections stay fast and no
-    ``(N, N)`` matrix is ever built. The result equals brute-force greedy NMS on the full matrix.
+    No ``(N, N)`` matrix is ever built. Sparse inputs (few boxes whose x- or y-intervals intersect,
+    such as the merger's final pass): the overlaps of all intersecting pairs are computed in one
+    vectorised pass and the greedy walk visits only boxes that suppress something. Dense inputs
+    (raw shelves of 2k-20k detections): one vectorised comparison per kept box, restricted to the
+    boxes whose x-interval can intersect it. Both equal brute-force greedy NMS on the full matrix.
 
     Args:
         boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` in pixels.
@@ -177,8 +184,63 @@ def non_max_suppression(
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     area = box_area(b)
+    kept = _nms_by_pairs(b, area, rank, order, threshold, combine)
+    if kept is not None:
+        return kept
+    return _nms_by_windows(b, area, rank, order, threshold, combine)
 
-    # Boxes sorted by x1: any box intersecting box i has x1 in (x1_i - max_width, x2_i).
+
+def _nms_by_pairs(b, area, rank, order, threshold, combine):
+    """Greedy NMS from the list of overlapping candidate pairs (threshold > 0).
+
+    Only pairs whose intervals intersect along the sweep axis (x or y, whichever gives fewer
+    pairs) can overlap (``lo_q >= hi_p`` gives an intersection side <= 0 exactly, in floating
+    point too), so every overlap that can reach a threshold > 0 is computed in one vectorised pass
+    (same formula, so bit for bit the values of the brute-force matrix); the greedy walk then only
+    visits boxes that suppress something. Returns None when there are too many candidate pairs
+    (the caller then uses :func:`_nms_by_windows`).
+    """
+    n = b.shape[0]
+    best = None
+    for axis in (0, 1):
+        srt_ = np.argsort(b[:, axis], kind="stable")
+        lo_s = b[srt_, axis]
+        hi = np.searchsorted(lo_s, b[srt_, axis + 2], side="left")  # later boxes with lo < hi_p
+        cnt_ = np.maximum(hi - np.arange(n) - 1, 0)
+        tot = int(cnt_.sum())
+        if best is None or tot < best[0]:
+            best = (tot, srt_, cnt_)
+    total, by_lo, cnt = best
+    if total > _PAIRS_PER_BOX * n + _PAIRS_FREE:
+        return None
+    keep_mask = np.ones(n, dtype=bool)
+    if total:
+        starts = np.cumsum(cnt) - cnt
+        p = np.repeat(np.arange(n), cnt)
+        q = p + 1 + (np.arange(total) - np.repeat(starts, cnt))
+        p, q = by_lo[p], by_lo[q]
+        ov = combine(_intersection(b[p], b[q]), area[p], area[q])
+        hit = ov >= threshold
+        if hit.any():
+            p, q = p[hit], q[hit]
+            src = np.where(rank[p] < rank[q], p, q)  # the better-ranked box suppresses
+            dst = np.where(rank[p] < rank[q], q, p)
+            srt = np.argsort(rank[src], kind="stable")
+            src, dst = src[srt], dst[srt]
+            first = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+            ends = np.r_[first[1:], src.size].tolist()
+            heads = src[first].tolist()
+            for u, lo, hi_ in zip(heads, first.tolist(), ends):
+                if keep_mask[u]:
+                    keep_mask[dst[lo:hi_]] = False
+    return np.flatnonzero(keep_mask).astype(np.int64)
+
+
+def _nms_by_windows(b, area, rank, order, threshold, combine):
+    """Greedy NMS, one vectorised comparison per kept box (used when there are too many pairs)."""
+    n = b.shape[0]
+
+    # Boxes sorted by x1: any box intersecting box i has x1 in (x1_i - max_w, x2_i).
     by_x1 = np.argsort(b[:, 0], kind="stable")
     bs = b[by_x1]
     xs = bs[:, 0]

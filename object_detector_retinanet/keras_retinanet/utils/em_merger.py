@@ -416,16 +416,18 @@ def ellipse_contour(centre, axes, angle, sub_w, sub_h, delta=15):
     """
     poly = cv2.ellipse2Poly((int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])),
                             int(angle), 0, 360, int(delta))
-    x0 = max(int(poly[:, 0].min()) - 1, 0)
-    y0 = max(int(poly[:, 1].min()) - 1, 0)
-    x1 = min(int(poly[:, 0].max()) + 2, sub_w)
-    y1 = min(int(poly[:, 1].max()) + 2, sub_h)
+    bx, by, bw, bh = cv2.boundingRect(poly)  # poly spans [bx, bx + bw - 1] x [by, by + bh - 1]
+    x0 = bx - 1 if bx > 0 else 0
+    y0 = by - 1 if by > 0 else 0
+    x1 = min(bx + bw + 1, sub_w)
+    y1 = min(by + bh + 1, sub_h)
     if x1 > x0 and y1 > y0:
         canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-        cv2.fillPoly(canvas, [(poly - np.array([x0, y0])).astype(np.int32)], 1)
-        found = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
+        cv2.fillPoly(canvas, [poly], 1, offset=(-x0, -y0))
+        found = cv2.findContours(canvas, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                 offset=(x0, y0))[-2]
         if found:
-            return found[0] + np.array([x0, y0], dtype=np.int32)
+            return found[0]
     return poly.reshape(-1, 1, 2).astype(np.int32)
 
 
@@ -520,12 +522,16 @@ def redundant_pairs_batch(mu_r, cov, cid, sub_w, sub_h, config: EmMergerConfig):
                                       int(sub_h[c]), config.ellipse_delta)
         return cnts[e]
 
-    for p in todo.tolist():
-        i, j = int(ii[p]), int(jj[p])
+    pts = mf.tolist()
+    for p, i, j, dd in zip(todo.tolist(), ii[todo].tolist(), jj[todo].tolist(),
+                           dist[todo].tolist()):
         # PORT: pointPolygonTest needs a float point on OpenCV 4.
-        a = -cv2.pointPolygonTest(cnt(i), (float(mf[j, 0]), float(mf[j, 1])), True)
-        b = -cv2.pointPolygonTest(cnt(j), (float(mf[i, 0]), float(mf[i, 1])), True)
-        score[p] = -np.inf if (a <= 0 or b <= 0) else a + b - dist[p]
+        a = -cv2.pointPolygonTest(cnt(i), pts[j], True)
+        if a <= 0:  # -inf whatever b is: contour j need not be drawn for this pair
+            score[p] = -np.inf
+            continue
+        b = -cv2.pointPolygonTest(cnt(j), pts[i], True)
+        score[p] = -np.inf if b <= 0 else a + b - dd
     neg = score < 0
     ii, jj, score, grp = ii[neg], jj[neg], score[neg], grp[neg]
     srt = np.lexsort((jj, ii, score, grp))

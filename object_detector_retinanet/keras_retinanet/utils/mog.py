@@ -431,12 +431,13 @@ def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=
             kl = (np.log(np.sqrt(vgx) / np.sqrt(var_fx)) + np.log(np.sqrt(vgy) / np.sqrt(var_fy))
                   + (var_fx + (mfx - mu_c[pc, 0]) ** 2) / (2.0 * vgx)
                   + (var_fy + (mfy - mu_c[pc, 1]) ** 2) / (2.0 * vgy))
-        kl = np.where(np.isnan(kl), np.inf, kl)
+        kl[np.isnan(kl)] = np.inf
         mn = np.minimum.reduceat(kl, seg)
-        first = np.full(group.size, np.iinfo(np.int64).max, dtype=np.int64)
-        hit = kl == mn[pm]
-        np.minimum.at(first, pm[hit], local_c[hit])
-        first = np.where(first == np.iinfo(np.int64).max, 0, first)
+        # First component reaching the minimum, per member (pairs are member-major, components in
+        # order, and every member has at least one hit since mn is taken over its own pairs).
+        hit = np.flatnonzero(kl == mn[pm])
+        ph = pm[hit]
+        first = local_c[hit[np.r_[True, ph[1:] != ph[:-1]]]]
         return first, mn
 
     running = np.zeros(n_groups, dtype=bool)

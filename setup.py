@@ -1,4 +1,4 @@
-"""Installs the SKU-110K package and its console scripts (same main() functions as the bin/ files)."""
+"""Installs the SKU-110K package and its console scripts (the same main() functions as bin/)."""
 
 import os
 
@@ -18,14 +18,14 @@ BIN = "object_detector_retinanet.keras_retinanet.bin"
 setup(
     name="sku110k",
     version="1.0.0",
-    description="Precise Detection in Densely Packed Scenes (SKU-110K, CVPR 2019) on TF 2.21 / Keras 3",
+    description="Precise Detection in Densely Packed Scenes (SKU-110K, CVPR 2019), Keras 3",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["object_detector_retinanet", "object_detector_retinanet.*"]),
     package_data={"object_detector_retinanet.keras_retinanet.bin": ["class_mappings.csv"]},
-    # Installing with `pip install --no-deps -e .` after `requirements.txt` (what scripts/ do) keeps the
+    # `pip install --no-deps -e .` after `requirements.txt` (what scripts/ do) keeps the
     # CPU/GPU TensorFlow choice; a plain `pip install .` pulls the listed stack.
     install_requires=_requirements(),
     entry_points={

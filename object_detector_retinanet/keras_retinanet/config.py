@@ -2,7 +2,7 @@
 
 Argparse (``bin/``) is the only user-facing configuration; these frozen dataclasses hold the
 defaults it starts from and the values library code falls back to. The EM-Merger's constants live
-beside it in :class:`object_detector_retinanet.keras_retinanet.utils.em_merger.EmMergerConfig` so that
+beside it in :class:`..utils.em_merger.EmMergerConfig` so that
 module stays free of everything else.
 
 This module imports nothing heavy (no TensorFlow, no Keras).
@@ -82,7 +82,9 @@ class TrainConfig:
 class PredictConfig:
     """Inference defaults (spec §4.3, §9)."""
 
-    score_threshold: float = 0.1  # keep anchors with hard score > 0.1 (now passed to the graph, B17)
+    score_threshold: float = (
+        0.1  # keep anchors with hard score > 0.1 (now passed to the graph, B17)
+    )
     hard_score_rate: float = 0.5  # confidence = r * hard + (1 - r) * soft
     max_detections: int = 9999  # top-k by confidence fed to the EM-Merger
     draw_threshold: float = 0.5  # draw merged detections with confidence > 0.5

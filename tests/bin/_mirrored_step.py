@@ -56,8 +56,13 @@ mirrored.train_on_batch(images, targets)
 moved = max(float(np.abs(a - b).max()) for a, b in zip(initial_weights, single_weights))
 diff = max(float(np.abs(a - b).max()) for a, b in zip(single_weights, mirrored.get_weights()))
 json.dump(
-    {"replicas": strategy.num_replicas_in_sync, "single": float(single_loss),
-     "mirrored": float(mirrored_loss), "max_weight_diff": diff, "max_step": moved},
+    {
+        "replicas": strategy.num_replicas_in_sync,
+        "single": float(single_loss),
+        "mirrored": float(mirrored_loss),
+        "max_weight_diff": diff,
+        "max_step": moved,
+    },
     sys.stdout,
 )
 print()

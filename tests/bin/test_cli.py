@@ -95,18 +95,28 @@ def recipe(tiny_dataset, tmp_path_factory):
         first = glob.glob(str(out / "snap" / "*" / "resnet50_csv_01.weights.h5"))
         h2 = train.main(["--snapshot", first[0], "--epochs", "2", "--steps", "2", *common, "csv"])
         second = glob.glob(str(out / "snap" / "*" / "resnet50_csv_02.weights.h5"))
-        h3 = train_iou.main(["--weights", second[0], "--epochs", "1", "--steps", "2", *common,
-                             "csv"])
+        h3 = train_iou.main(
+            ["--weights", second[0], "--epochs", "1", "--steps", "2", *common, "csv"]
+        )
         iou = glob.glob(str(out / "snap" / "*" / "iou_resnet50_csv_01.weights.h5"))
-        results = predict.main([
-            "--image-min-side", "128", "--image-max-side", "128",
-            "--save-path", str(out / "drawn"), "--results-dir", str(out / "results"),
-            "csv", iou[0], "--hard_score_rate=0.5",
-        ])
+        results = predict.main(
+            [
+                "--image-min-side",
+                "128",
+                "--image-max-side",
+                "128",
+                "--save-path",
+                str(out / "drawn"),
+                "--results-dir",
+                str(out / "results"),
+                "csv",
+                iou[0],
+                "--hard_score_rate=0.5",
+            ]
+        )
     finally:
         del os.environ["SKU110K_ROOT"]
-    return dict(out=out, h1=h1, h2=h2, h3=h3, first=first, second=second, iou=iou,
-                results=results)
+    return dict(out=out, h1=h1, h2=h2, h3=h3, first=first, second=second, iou=iou, results=results)
 
 
 @pytest.mark.slow

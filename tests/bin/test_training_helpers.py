@@ -42,7 +42,7 @@ def test_fixed_steps_reshuffles_each_pass_and_resumes_the_sequence():
     epoch1 = [int(steps[i][0][0]) for i in range(6)]
     seq = epoch0 + epoch1  # 12 steps = 3 full passes of 4 groups, each a permutation
     for p in range(3):
-        assert sorted(seq[4 * p: 4 * p + 4]) == [0, 1, 2, 3]
+        assert sorted(seq[4 * p : 4 * p + 4]) == [0, 1, 2, 3]
     assert seq[0:4] != seq[4:8] or seq[4:8] != seq[8:12]  # passes are reshuffled
     resumed = _common.fixed_steps(_Groups(4), steps=6, seed=1, initial_epoch=1)
     assert [int(resumed[i][0][0]) for i in range(6)] == epoch1

@@ -39,8 +39,9 @@ def _batches(root, targets_fn):
 
 @pytest.mark.slow
 def test_overfit_two_images_then_soft_iou_tracks_true_iou(tmp_path):
-    write_dataset(tmp_path, counts={"train": 2, "val": 0, "test": 0}, height=SIZE, width=SIZE,
-                  seed=3)
+    write_dataset(
+        tmp_path, counts={"train": 2, "val": 0, "test": 0}, height=SIZE, width=SIZE, seed=3
+    )
     keras.utils.set_random_seed(0)
 
     # Stage 1 from scratch: BatchNorm learning, Adam 1e-4 (the from-scratch setting of the README).
@@ -69,7 +70,8 @@ def test_overfit_two_images_then_soft_iou_tracks_true_iou(tmp_path):
         target = targets[key][0]  # [matched GT box(4), state]
         selected = (target[:, 4] == 1) & (packed[:, 5] > 0.1)  # the loss' anchors (spec §7.3)
         assert selected.sum() >= 20
-        true_iou = paired_overlap(packed[selected, :4].astype("float64"),
-                                  target[selected, :4].astype("float64"))
+        true_iou = paired_overlap(
+            packed[selected, :4].astype("float64"), target[selected, :4].astype("float64")
+        )
         rhos.append(spearmanr(packed[selected, 4], true_iou).statistic)
     assert np.mean(rhos) > 0.6, rhos

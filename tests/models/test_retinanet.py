@@ -1,4 +1,4 @@
-"""The stage-1 RetinaNet: names, shapes, initial values, keras-resnet under Keras 3, weight files."""
+"""Stage-1 RetinaNet: names, shapes, initial values, keras-resnet under Keras 3, weight files."""
 
 import math
 
@@ -38,9 +38,24 @@ def test_outputs_names_and_shapes(model):
 
 def test_pyramid_and_head_names_are_the_contract(model):
     names = {layer.name for layer in iter_layers(model)}
-    for name in ("P3", "P4", "P5", "P6", "P7", "C6_relu", "C5_reduced", "P5_upsampled",
-                 "regression_submodel", "classification_submodel", "pyramid_regression_0",
-                 "pyramid_classification", "conv1", "bn_conv1", "res2a_branch2a", "res5c_branch2c"):
+    for name in (
+        "P3",
+        "P4",
+        "P5",
+        "P6",
+        "P7",
+        "C6_relu",
+        "C5_reduced",
+        "P5_upsampled",
+        "regression_submodel",
+        "classification_submodel",
+        "pyramid_regression_0",
+        "pyramid_classification",
+        "conv1",
+        "bn_conv1",
+        "res2a_branch2a",
+        "res5c_branch2c",
+    ):
         assert name in names
     # Nothing but the Soft-IoU head may contain "iou" (the stage-2 freezing rule).
     assert not [n for n in names if config.IOU_SUBSTRING in n]
@@ -102,21 +117,24 @@ def test_keras2_full_model_h5_loads_by_name_into_nested_layers(model, tmp_path):
     gamma = np.arange(64, dtype="float32")
     head = np.full((3, 3, 256, 256), -0.5, "float32")
     path = tmp_path / "resnet50_csv_10.h5"
-    _write_keras2_h5(path, {
-        "conv1": {"conv1/kernel:0": conv1},
-        "bn_conv1": {
-            "bn_conv1/gamma:0": gamma,
-            "bn_conv1/beta:0": np.ones(64, "float32"),
-            "bn_conv1/moving_mean:0": np.full(64, 2.0, "float32"),
-            "bn_conv1/moving_variance:0": np.full(64, 3.0, "float32"),
+    _write_keras2_h5(
+        path,
+        {
+            "conv1": {"conv1/kernel:0": conv1},
+            "bn_conv1": {
+                "bn_conv1/gamma:0": gamma,
+                "bn_conv1/beta:0": np.ones(64, "float32"),
+                "bn_conv1/moving_mean:0": np.full(64, 2.0, "float32"),
+                "bn_conv1/moving_variance:0": np.full(64, 3.0, "float32"),
+            },
+            # A nested sub-model lists its inner layers' weights.
+            "regression_submodel": {
+                "pyramid_regression_0/kernel:0": head,
+                "pyramid_regression_0/bias:0": np.full(256, 0.125, "float32"),
+            },
+            "not_in_our_model": {"not_in_our_model/kernel:0": np.zeros((2, 2), "float32")},
         },
-        # A nested sub-model lists its inner layers' weights.
-        "regression_submodel": {
-            "pyramid_regression_0/kernel:0": head,
-            "pyramid_regression_0/bias:0": np.full(256, 0.125, "float32"),
-        },
-        "not_in_our_model": {"not_in_our_model/kernel:0": np.zeros((2, 2), "float32")},
-    })
+    )
     assert file_format(path) == "keras2"
     report = load_weights_by_name(model, path)
     assert sorted(report["loaded"]) == ["bn_conv1", "conv1", "pyramid_regression_0"]
@@ -131,11 +149,16 @@ def test_keras2_full_model_h5_loads_by_name_into_nested_layers(model, tmp_path):
 
 def test_keras2_shape_mismatch_is_skipped_or_raises(model, tmp_path):
     path = tmp_path / "bad.h5"
-    _write_keras2_h5(path, {
-        "conv1": {"conv1/kernel:0": np.zeros((3, 3, 3, 64), "float32")},
-        "P3": {"P3/kernel:0": np.zeros((3, 3, 256, 256), "float32"),
-               "P3/bias:0": np.zeros(256, "float32")},
-    })
+    _write_keras2_h5(
+        path,
+        {
+            "conv1": {"conv1/kernel:0": np.zeros((3, 3, 3, 64), "float32")},
+            "P3": {
+                "P3/kernel:0": np.zeros((3, 3, 256, 256), "float32"),
+                "P3/bias:0": np.zeros(256, "float32"),
+            },
+        },
+    )
     report = load_weights_by_name(model, path, skip_mismatch=True)
     assert report["mismatched"] == ["conv1"] and report["loaded"] == ["P3"]
     with pytest.raises(ValueError, match="conv1"):

@@ -32,8 +32,13 @@ def test_iou_head_names_and_initial_output(stage2):
     assert model.output_names == [config.REGRESSION, config.CLASSIFICATION, config.IOU]
     head = model.get_layer("iou_submodel")
     assert [layer.name for layer in head.layers[1:]] == [
-        "pyramid_iou_0", "pyramid_iou_1", "pyramid_iou_2", "pyramid_iou_3", "pyramid_iou",
-        "pyramid_iou_reshape", "pyramid_iou_sigmoid",
+        "pyramid_iou_0",
+        "pyramid_iou_1",
+        "pyramid_iou_2",
+        "pyramid_iou_3",
+        "pyramid_iou",
+        "pyramid_iou_reshape",
+        "pyramid_iou_sigmoid",
     ]
     kernel, bias = head.get_layer("pyramid_iou").get_weights()
     assert np.all(bias == 0) and 0.005 < kernel.std() < 0.015  # N(0, 0.01), zero bias
@@ -52,8 +57,13 @@ def test_add_iou_head_shares_the_stage1_layers(stage2):
 def test_only_iou_layers_are_trainable(stage2):
     _, model, training = stage2
     trainable = {v.path.split("/")[0] for v in training.trainable_variables}
-    assert trainable == {"pyramid_iou_0", "pyramid_iou_1", "pyramid_iou_2", "pyramid_iou_3",
-                         "pyramid_iou"}
+    assert trainable == {
+        "pyramid_iou_0",
+        "pyramid_iou_1",
+        "pyramid_iou_2",
+        "pyramid_iou_3",
+        "pyramid_iou",
+    }
     for layer in iter_layers(model):
         if config.IOU_SUBSTRING not in layer.name and layer.weights:
             assert not layer.trainable, layer.name
@@ -91,8 +101,12 @@ def test_stage2_steps_change_only_the_iou_head(tiny_dataset):
     for i in range(3):
         inputs, targets = gen[i % len(gen)]
         training.train_on_batch(inputs, targets[config.IOU_REGRESSION_OUTPUT])
-    changed = {p for p, v in before.items()
-               if not np.array_equal(keras.ops.convert_to_numpy(
-                   next(w for w in model.weights if w.path == p)), v)}
+    changed = {
+        p
+        for p, v in before.items()
+        if not np.array_equal(
+            keras.ops.convert_to_numpy(next(w for w in model.weights if w.path == p)), v
+        )
+    }
     assert changed, "the IoU head did not learn"
     assert all("iou" in p for p in changed), sorted(p for p in changed if "iou" not in p)

@@ -8,8 +8,8 @@ import pytest
 from object_detector_retinanet.keras_retinanet.utils.transform import (
     RANDOM_TRANSFORM_RANGES,
     adjust_transform_for_image,
-    augmenting_transform_generator,
     apply_transform,
+    augmenting_transform_generator,
     change_transform_origin,
     default_transform_generator,
     random_transform_generator,

@@ -46,7 +46,9 @@ def add_csv_subparser(parser, split, val_split=None):
         default=None,
     )
     csv.add_argument(
-        "--classes", help="CSV mapping class names to ids (default: object,0).", default=DEFAULT_CLASSES
+        "--classes",
+        help="CSV mapping class names to ids (default: object,0).",
+        default=DEFAULT_CLASSES,
     )
     if val_split:
         csv.add_argument(
@@ -55,9 +57,7 @@ def add_csv_subparser(parser, split, val_split=None):
             help=f"CSV of {val_split} annotations for a validation loss after each epoch (default: "
             f"<root>/annotations/annotations_{val_split}.csv when it exists; '' to disable).",
         )
-        csv.add_argument(
-            "--base_dir", default=None, help="Image folder (default: <root>/images)."
-        )
+        csv.add_argument("--base_dir", default=None, help="Image folder (default: <root>/images).")
     return csv
 
 
@@ -75,7 +75,9 @@ def add_common_train_args(parser, stage: "Stage"):
             help="Initialise the backbone with fizyr's ImageNet weights (the default; downloaded "
             "and md5-checked). Pass a local PATH when offline.",
         )
-        weights.add_argument("--weights", help="Initialise the model from a weights file (by name).")
+        weights.add_argument(
+            "--weights", help="Initialise the model from a weights file (by name)."
+        )
         weights.add_argument(
             "--no-weights",
             dest="imagenet_weights",
@@ -92,57 +94,130 @@ def add_common_train_args(parser, stage: "Stage"):
         parser.set_defaults(imagenet_weights=False)
 
     parser.add_argument("--backbone", default="resnet50", help="Backbone (resnet50/101/152).")
-    parser.add_argument("--batch-size", type=int, default=config.TrainConfig.batch_size,
-                        help="Images per batch (default %(default)s).")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=config.TrainConfig.batch_size,
+        help="Images per batch (default %(default)s).",
+    )
     parser.add_argument("--gpu", help="GPU id(s) to use (sets CUDA_VISIBLE_DEVICES).")
-    parser.add_argument("--multi-gpu", type=int, default=0,
-                        help="Train data-parallel on this many GPUs (tf.distribute.MirroredStrategy).")
-    parser.add_argument("--multi-gpu-force", action="store_true",
-                        help="Accepted for compatibility; no longer needed.")
-    parser.add_argument("--epochs", type=int, default=config.TrainConfig.epochs,
-                        help="Number of epochs (default %(default)s).")
-    parser.add_argument("--steps", type=int, default=config.TrainConfig.steps,
-                        help="Steps per epoch (default %(default)s).")
-    parser.add_argument("--snapshot-path", default=None,
-                        help="Folder for snapshots; a timestamp sub-folder is added "
-                        "(default: <root>/snapshot).")
-    parser.add_argument("--tensorboard-dir", default=None,
-                        help="TensorBoard log folder; a timestamp sub-folder is added "
-                        "(default: <root>/logs; '' disables).")
-    parser.add_argument("--no-snapshots", dest="snapshots", action="store_false",
-                        help="Do not save snapshots.")
-    parser.add_argument("--no-evaluation", dest="evaluation", action="store_false",
-                        help="Accepted for compatibility (no effect, as in the original).")
-    parser.add_argument("--freeze-backbone", action="store_true",
-                        help="Freeze the ResNet layers.")
-    parser.add_argument("--freeze-bn", choices=("auto", "yes", "no"), default="auto",
-                        help="Freeze BatchNorm (yes, the original) or let it learn (no). auto: "
-                        "frozen when starting from pretrained weights, learning with --no-weights.")
-    parser.add_argument("--random-transform", action="store_true",
-                        help="Full random affine augmentation (a horizontal flip is always on).")
-    parser.add_argument("--no-flip", dest="flip", action="store_false",
-                        help="Disable the default random horizontal flip.")
-    parser.add_argument("--image-min-side", type=int, default=config.TrainConfig.image_min_side,
-                        help="Rescale so the shorter side is this long (default %(default)s).")
-    parser.add_argument("--image-max-side", type=int, default=config.TrainConfig.image_max_side,
-                        help="... unless the longer side would exceed this (default %(default)s).")
-    parser.add_argument("--lr", type=float, default=config.TrainConfig.learning_rate,
-                        help="Adam learning rate (default %(default)s, the original's; from "
-                        "scratch 1e-4 trains far faster).")
-    parser.add_argument("--clipnorm", type=float, default=config.TrainConfig.clipnorm,
-                        help="Adam gradient-norm clip (default %(default)s; 0 disables).")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="Data-loading workers (keras PyDataset; default %(default)s).")
-    parser.add_argument("--multiprocessing", action="store_true",
-                        help="Use processes instead of threads for the data workers.")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="float16 compute with float32 outputs (GPUs with tensor cores).")
-    parser.add_argument("--xla", action="store_true",
-                        help="Compile train steps with XLA (fixed image sizes only: XLA recompiles "
-                        "for every new input shape).")
+    parser.add_argument(
+        "--multi-gpu",
+        type=int,
+        default=0,
+        help="Train data-parallel on this many GPUs (tf.distribute.MirroredStrategy).",
+    )
+    parser.add_argument(
+        "--multi-gpu-force",
+        action="store_true",
+        help="Accepted for compatibility; no longer needed.",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=config.TrainConfig.epochs,
+        help="Number of epochs (default %(default)s).",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=config.TrainConfig.steps,
+        help="Steps per epoch (default %(default)s).",
+    )
+    parser.add_argument(
+        "--snapshot-path",
+        default=None,
+        help="Folder for snapshots; a timestamp sub-folder is added (default: <root>/snapshot).",
+    )
+    parser.add_argument(
+        "--tensorboard-dir",
+        default=None,
+        help="TensorBoard log folder; a timestamp sub-folder is added "
+        "(default: <root>/logs; '' disables).",
+    )
+    parser.add_argument(
+        "--no-snapshots", dest="snapshots", action="store_false", help="Do not save snapshots."
+    )
+    parser.add_argument(
+        "--no-evaluation",
+        dest="evaluation",
+        action="store_false",
+        help="Accepted for compatibility (no effect, as in the original).",
+    )
+    parser.add_argument("--freeze-backbone", action="store_true", help="Freeze the ResNet layers.")
+    parser.add_argument(
+        "--freeze-bn",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="Freeze BatchNorm (yes, the original) or let it learn (no). auto: "
+        "frozen when starting from pretrained weights, learning with --no-weights.",
+    )
+    parser.add_argument(
+        "--random-transform",
+        action="store_true",
+        help="Full random affine augmentation (a horizontal flip is always on).",
+    )
+    parser.add_argument(
+        "--no-flip",
+        dest="flip",
+        action="store_false",
+        help="Disable the default random horizontal flip.",
+    )
+    parser.add_argument(
+        "--image-min-side",
+        type=int,
+        default=config.TrainConfig.image_min_side,
+        help="Rescale so the shorter side is this long (default %(default)s).",
+    )
+    parser.add_argument(
+        "--image-max-side",
+        type=int,
+        default=config.TrainConfig.image_max_side,
+        help="... unless the longer side would exceed this (default %(default)s).",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=config.TrainConfig.learning_rate,
+        help="Adam learning rate (default %(default)s, the original's; from "
+        "scratch 1e-4 trains far faster).",
+    )
+    parser.add_argument(
+        "--clipnorm",
+        type=float,
+        default=config.TrainConfig.clipnorm,
+        help="Adam gradient-norm clip (default %(default)s; 0 disables).",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Data-loading workers (keras PyDataset; default %(default)s).",
+    )
+    parser.add_argument(
+        "--multiprocessing",
+        action="store_true",
+        help="Use processes instead of threads for the data workers.",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="float16 compute with float32 outputs (GPUs with tensor cores).",
+    )
+    parser.add_argument(
+        "--xla",
+        action="store_true",
+        help="Compile train steps with XLA (fixed image sizes only: XLA recompiles "
+        "for every new input shape).",
+    )
     parser.add_argument("--seed", type=int, default=None, help="Seed for shuffling/augmentation.")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                        help="Keras progress output (1 = progress bar).")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="Keras progress output (1 = progress bar).",
+    )
 
 
 def parse_train_args(stage: "Stage", argv):
@@ -174,7 +249,8 @@ def check_train_args(parser, args, stage: "Stage"):
         parser.error("need 32 <= --image-min-side <= --image-max-side.")
     if stage.name == "stage2" and not args.weights and not args.snapshot:
         parser.error(  # B20: the original crashed with a TypeError on None
-            "train_iou.py needs the stage-1 model: pass --weights PATH (a resnet50_csv_NN.weights.h5 "
+            "train_iou.py needs the stage-1 model: pass --weights PATH (a "
+            "resnet50_csv_NN.weights.h5 "
             "from train.py, or the original's .h5) before the word 'csv', or --snapshot to resume."
         )
     for flag in ("snapshot", "weights"):
@@ -195,7 +271,8 @@ def check_train_args(parser, args, stage: "Stage"):
     if not os.path.isfile(args.annotations):
         parser.error(
             f"training annotations not found: {args.annotations} (pass csv --annotations PATH, or "
-            f"set SKU110K_ROOT to a folder with annotations/ and images/; `sku110k-synth` makes one)."
+            "set SKU110K_ROOT to a folder with annotations/ and images/; `sku110k-synth` makes "
+            "one)."
         )
     args.base_dir = _resolve_default(args.base_dir, paths.image_path())
     if not os.path.isdir(args.base_dir):
@@ -210,10 +287,14 @@ def check_train_args(parser, args, stage: "Stage"):
         args.val_annotations = paths.resolve_path(args.val_annotations)
         if not os.path.isfile(args.val_annotations):
             parser.error(f"--val-annotations: file not found: {args.val_annotations}")
-    args.snapshot_path = _resolve_default(args.snapshot_path, os.path.join(paths.root_dir(), "snapshot"))
+    args.snapshot_path = _resolve_default(
+        args.snapshot_path, os.path.join(paths.root_dir(), "snapshot")
+    )
     if args.tensorboard_dir is None:
         args.tensorboard_dir = os.path.join(paths.root_dir(), "logs")
-    args.tensorboard_dir = paths.resolve_path(args.tensorboard_dir) if args.tensorboard_dir else None
+    args.tensorboard_dir = (
+        paths.resolve_path(args.tensorboard_dir) if args.tensorboard_dir else None
+    )
     if args.freeze_bn == "auto" and args.snapshot:  # resume with the snapshot's own BN mode
         from object_detector_retinanet.keras_retinanet.models.weights import read_snapshot_attrs
 
@@ -256,7 +337,9 @@ def make_strategy(multi_gpu=0):
     if multi_gpu > 1:
         gpus = tf.config.list_logical_devices("GPU")
         if len(gpus) < multi_gpu:
-            raise RuntimeError(f"--multi-gpu {multi_gpu} asked for, but only {len(gpus)} GPU(s) visible.")
+            raise RuntimeError(
+                f"--multi-gpu {multi_gpu} asked for, but only {len(gpus)} GPU(s) visible."
+            )
         return tf.distribute.MirroredStrategy([d.name for d in gpus[:multi_gpu]])
     return tf.distribute.get_strategy()
 
@@ -332,7 +415,9 @@ def fixed_steps(
             if not shuffle:
                 order = np.arange(len(generator))
             elif order is None:  # deterministic, so a race between workers only recomputes it
-                order = np.random.default_rng([self._base_seed, epoch_pass]).permutation(len(generator))
+                order = np.random.default_rng([self._base_seed, epoch_pass]).permutation(
+                    len(generator)
+                )
                 self._orders = {epoch_pass: order}
             return order
 
@@ -375,8 +460,11 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
             path = os.path.join(self.folder, snapshot_name(stage.prefix, args.backbone, epoch + 1))
             self.model.save_weights(path)
             write_snapshot_attrs(
-                path, sku110k_epoch=epoch + 1, sku110k_stage=stage.name,
-                sku110k_backbone=args.backbone, sku110k_freeze_bn=int(args.freeze_bn),
+                path,
+                sku110k_epoch=epoch + 1,
+                sku110k_stage=stage.name,
+                sku110k_backbone=args.backbone,
+                sku110k_freeze_bn=int(args.freeze_bn),
             )
             self.last = path
             print(f"\nEpoch {epoch + 1:02d}: saved snapshot {path}")
@@ -388,7 +476,9 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
         callbacks.append(snapshot)
     if args.tensorboard_dir:
         log_dir = paths.create_folder(os.path.join(args.tensorboard_dir, run_dir_stamp))
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=True))
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=True)
+        )
     callbacks.append(
         keras.callbacks.ReduceLROnPlateau(
             monitor="loss",  # QUIRK: the training loss, as the original
@@ -496,12 +586,15 @@ def train(stage: Stage, args):
             print(f"Resuming from {args.snapshot} after epoch {initial_epoch}.")
     if initial_epoch >= args.epochs:
         raise SystemExit(
-            f"{args.snapshot} already finished epoch {initial_epoch}; pass --epochs > {initial_epoch}."
+            f"{args.snapshot} already finished epoch {initial_epoch}; "
+            f"pass --epochs > {initial_epoch}."
         )
     stamp = paths.safe_timestamp()
     callbacks, guard, _ = create_callbacks(args, stage, stamp)
     history = model.fit(
-        fixed_steps(train_gen, args.steps, args.seed, initial_epoch, args.workers, args.multiprocessing),
+        fixed_steps(
+            train_gen, args.steps, args.seed, initial_epoch, args.workers, args.multiprocessing
+        ),
         steps_per_epoch=args.steps,
         epochs=args.epochs,
         initial_epoch=initial_epoch,

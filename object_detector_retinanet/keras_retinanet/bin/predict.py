@@ -57,29 +57,58 @@ def parse_args(argv=None):
         action="store_true",
         help="Predict every image in --base_dir without ground truth (B7).",
     )
-    parser.add_argument("model", help="Weights file (stage-2 snapshot, stage-1 snapshot or original .h5).")
-    parser.add_argument("--hard_score_rate", type=_rate, default=config.PredictConfig.hard_score_rate,
-                        help="Weight r of the hard score in the confidence (default %(default)s).")
+    parser.add_argument(
+        "model", help="Weights file (stage-2 snapshot, stage-1 snapshot or original .h5)."
+    )
+    parser.add_argument(
+        "--hard_score_rate",
+        type=_rate,
+        default=config.PredictConfig.hard_score_rate,
+        help="Weight r of the hard score in the confidence (default %(default)s).",
+    )
     parser.add_argument("--base_dir", default=None, help="Image folder (default: <root>/images).")
-    parser.add_argument("--convert-model", type=int, default=1,
-                        help="Accepted for compatibility: the inference model is always built from "
-                        "the weights.")
+    parser.add_argument(
+        "--convert-model",
+        type=int,
+        default=1,
+        help="Accepted for compatibility: the inference model is always built from the weights.",
+    )
     parser.add_argument("--backbone", default="resnet50", help="Backbone (default %(default)s).")
     parser.add_argument("--gpu", help="GPU id to use (sets CUDA_VISIBLE_DEVICES).")
-    parser.add_argument("--score-threshold", type=float, default=config.PredictConfig.score_threshold,
-                        help="Keep anchors with hard score above this (default %(default)s; "
-                        "now applied in the graph, B17).")
-    parser.add_argument("--iou-threshold", type=float, default=0.75,
-                        help="Accepted for compatibility (unused, as in the original).")
-    parser.add_argument("--save-path", default=None,
-                        help="Folder for the drawn images (default: <root>/res_images_iou).")
-    parser.add_argument("--results-dir", default=None,
-                        help="Folder for the results CSV (default: <root>/results).")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=config.PredictConfig.score_threshold,
+        help="Keep anchors with hard score above this (default %(default)s; "
+        "now applied in the graph, B17).",
+    )
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.75,
+        help="Accepted for compatibility (unused, as in the original).",
+    )
+    parser.add_argument(
+        "--save-path",
+        default=None,
+        help="Folder for the drawn images (default: <root>/res_images_iou).",
+    )
+    parser.add_argument(
+        "--results-dir", default=None, help="Folder for the results CSV (default: <root>/results)."
+    )
     parser.add_argument("--no-draw", dest="draw", action="store_false", help="Skip the drawings.")
-    parser.add_argument("--max-detections", type=int, default=config.PredictConfig.max_detections,
-                        help="Raw detections per image passed to the merger (default %(default)s).")
-    parser.add_argument("--merger", choices=("em", "nms"), default="em",
-                        help="Post-processor: the EM-Merger (default) or plain IoU-NMS at 0.5.")
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=config.PredictConfig.max_detections,
+        help="Raw detections per image passed to the merger (default %(default)s).",
+    )
+    parser.add_argument(
+        "--merger",
+        choices=("em", "nms"),
+        default="em",
+        help="Post-processor: the EM-Merger (default) or plain IoU-NMS at 0.5.",
+    )
     parser.add_argument("--image-min-side", type=int, default=config.TrainConfig.image_min_side)
     parser.add_argument("--image-max-side", type=int, default=config.TrainConfig.image_max_side)
     args = parser.parse_args(argv)
@@ -103,10 +132,16 @@ def check_args(parser, args):
         default = os.path.join(paths.annotation_path(), "annotations_test.csv")
         args.annotations = default if os.path.isfile(default) else None
     args.classes = paths.resolve_path(args.classes)
-    args.save_path = paths.resolve_path(args.save_path) if args.save_path else os.path.join(
-        paths.root_dir(), "res_images_iou")
-    args.results_dir = paths.resolve_path(args.results_dir) if args.results_dir else os.path.join(
-        paths.root_dir(), "results")
+    args.save_path = (
+        paths.resolve_path(args.save_path)
+        if args.save_path
+        else os.path.join(paths.root_dir(), "res_images_iou")
+    )
+    args.results_dir = (
+        paths.resolve_path(args.results_dir)
+        if args.results_dir
+        else os.path.join(paths.root_dir(), "results")
+    )
     if not 0 < args.max_detections:
         parser.error("--max-detections must be positive.")
     return args
@@ -172,8 +207,11 @@ def main(argv=None):
     )
 
     generator = CSVGenerator(
-        args.annotations, csv_class_file=args.classes, base_dir=args.base_dir,
-        shuffle_groups=False, group_method="none",  # CSV order, no header reads
+        args.annotations,
+        csv_class_file=args.classes,
+        base_dir=args.base_dir,
+        shuffle_groups=False,
+        group_method="none",  # CSV order, no header reads
     )
     if generator.num_classes() != 1:  # B24
         raise SystemExit(

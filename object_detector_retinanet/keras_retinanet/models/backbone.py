@@ -42,7 +42,7 @@ def _frozen_aware_call(self, inputs, training=None, mask=None):
 
 
 def patch_keras_resnet() -> None:
-    """Give ``keras_resnet.layers.BatchNormalization`` a Keras-3-compatible ``call`` (idempotent)."""
+    """Give keras-resnet's ``BatchNormalization`` a Keras-3-compatible ``call`` (idempotent)."""
     cls = keras_resnet.layers.BatchNormalization
     if cls.call is not _frozen_aware_call:
         cls.call = _frozen_aware_call

@@ -30,8 +30,28 @@ FEATURE_SIZE = 256  # every FPN and head conv has 256 filters (Lin et al. 2017)
 HEAD_DEPTH = 4  # 4x [3x3 conv 256, ReLU] per head
 
 
-def _head_tower(name_prefix, feature_size=FEATURE_SIZE, pyramid_feature_size=FEATURE_SIZE):
-    """The shared 4x[3x3 conv, ReLU] trunk of a head, kernels N(0, 0.01), zero bias."""
+def _normal():
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.01)
+
+
+def build_head(
+    prefix,
+    num_values,
+    num_anchors,
+    final_kernel_initializer,
+    final_bias_initializer="zeros",
+    activation=None,
+    pyramid_feature_size=FEATURE_SIZE,
+    feature_size=FEATURE_SIZE,
+    name=None,
+):
+    """One shared head: (B, H, W, 256) -> (B, H*W*A, num_values). Every head has this shape.
+
+    4x [3x3 conv ``feature_size``, ReLU, kernel N(0, 0.01), zero bias] named ``{prefix}_0..3``,
+    then a 3x3 conv with ``A * num_values`` filters (``{prefix}``), a reshape to (-1, num_values)
+    (``{prefix}_reshape``: the same location-major order as ``utils.anchors.shift``) and, when
+    ``activation`` is given, ``{prefix}_{activation}``.
+    """
     inputs = keras.Input(shape=(None, None, pyramid_feature_size))
     outputs = inputs
     for i in range(HEAD_DEPTH):
@@ -41,19 +61,29 @@ def _head_tower(name_prefix, feature_size=FEATURE_SIZE, pyramid_feature_size=FEA
             strides=1,
             padding="same",
             activation="relu",
-            kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.01),
+            kernel_initializer=_normal(),
             bias_initializer="zeros",
-            name=f"{name_prefix}_{i}",
+            name=f"{prefix}_{i}",
         )(outputs)
-    return inputs, outputs
+    outputs = keras.layers.Conv2D(
+        filters=num_anchors * num_values,
+        kernel_size=3,
+        strides=1,
+        padding="same",
+        kernel_initializer=final_kernel_initializer,
+        bias_initializer=final_bias_initializer,
+        name=prefix,
+    )(outputs)
+    outputs = keras.layers.Reshape((-1, num_values), name=f"{prefix}_reshape")(outputs)
+    if activation:
+        outputs = keras.layers.Activation(activation, name=f"{prefix}_{activation}")(outputs)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
 def default_classification_model(
     num_classes,
     num_anchors,
-    pyramid_feature_size=FEATURE_SIZE,
     prior_probability=config.LossConfig.prior_probability,
-    classification_feature_size=FEATURE_SIZE,
     name="classification_submodel",
 ):
     """Classification head: (B, H, W, 256) -> (B, H*W*A, C) sigmoid "hard" scores.
@@ -61,46 +91,20 @@ def default_classification_model(
     The last conv has a zero kernel and the bias PriorProbability(0.01) = -log(99) ~ -4.595, so
     every anchor starts at p = 0.01 (Lin et al. 2017, §4.1).
     """
-    inputs, outputs = _head_tower(
-        "pyramid_classification", classification_feature_size, pyramid_feature_size
+    return build_head(
+        "pyramid_classification",
+        num_classes,
+        num_anchors,
+        final_kernel_initializer="zeros",
+        final_bias_initializer=PriorProbability(probability=prior_probability),
+        activation="sigmoid",
+        name=name,
     )
-    outputs = keras.layers.Conv2D(
-        filters=num_classes * num_anchors,
-        kernel_size=3,
-        strides=1,
-        padding="same",
-        kernel_initializer="zeros",
-        bias_initializer=PriorProbability(probability=prior_probability),
-        name="pyramid_classification",
-    )(outputs)
-    # (B, H, W, A*C) -> (B, H*W*A, C): the same location-major order as utils.anchors.shift.
-    outputs = keras.layers.Reshape((-1, num_classes), name="pyramid_classification_reshape")(
-        outputs
-    )
-    outputs = keras.layers.Activation("sigmoid", name="pyramid_classification_sigmoid")(outputs)
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
 
 
-def default_regression_model(
-    num_anchors,
-    num_values=4,
-    pyramid_feature_size=FEATURE_SIZE,
-    regression_feature_size=FEATURE_SIZE,
-    name="regression_submodel",
-):
+def default_regression_model(num_anchors, num_values=4, name="regression_submodel"):
     """Regression head: (B, H, W, 256) -> (B, H*W*A, 4) corner deltas; all kernels N(0, 0.01)."""
-    inputs, outputs = _head_tower("pyramid_regression", regression_feature_size, pyramid_feature_size)
-    outputs = keras.layers.Conv2D(
-        filters=num_anchors * num_values,
-        kernel_size=3,
-        strides=1,
-        padding="same",
-        kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.01),
-        bias_initializer="zeros",
-        name="pyramid_regression",
-    )(outputs)
-    outputs = keras.layers.Reshape((-1, num_values), name="pyramid_regression_reshape")(outputs)
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    return build_head("pyramid_regression", num_values, num_anchors, _normal(), name=name)
 
 
 def default_submodels(num_classes, num_anchors):
@@ -152,7 +156,9 @@ def apply_submodel(name, submodel, features):
     )
 
 
-def retinanet(inputs, backbone_layers, num_classes, num_anchors=None, submodels=None, name="retinanet"):
+def retinanet(
+    inputs, backbone_layers, num_classes, num_anchors=None, submodels=None, name="retinanet"
+):
     """The stage-1 (training) model: outputs ``regression (B, N, 4)``, ``classification (B, N, C)``.
 
     Args:
@@ -248,7 +254,10 @@ def build_retinanet(
     """
     inputs = keras.Input(shape=(None, None, 3), name="input_1")
     resnet, C = resnet_backbone(
-        inputs, backbone, freeze_bn=freeze_bn, bn_momentum=None if freeze_bn else SCRATCH_BN_MOMENTUM
+        inputs,
+        backbone,
+        freeze_bn=freeze_bn,
+        bn_momentum=None if freeze_bn else SCRATCH_BN_MOMENTUM,
     )
     if freeze_backbone:
         freeze(resnet)

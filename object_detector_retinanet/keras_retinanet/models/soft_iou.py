@@ -19,38 +19,23 @@ import keras
 from object_detector_retinanet.keras_retinanet import config
 from object_detector_retinanet.keras_retinanet.layers import RegressBoxes
 from object_detector_retinanet.keras_retinanet.models.retinanet import (
-    FEATURE_SIZE,
-    _head_tower,
+    _normal,
     apply_submodel,
     build_anchors,
+    build_head,
     pyramid_features,
 )
 
 
-def default_iou_model(
-    num_classes,
-    num_anchors,
-    pyramid_feature_size=FEATURE_SIZE,
-    iou_feature_size=FEATURE_SIZE,
-    name="iou_submodel",
-):
+def default_iou_model(num_classes, num_anchors, name="iou_submodel"):
     """Soft-IoU head: (B, H, W, 256) -> (B, H*W*A, C) in (0, 1).
 
-    The last conv has an N(0, 0.01) kernel and zero bias, so the head starts at ~0.5 everywhere.
+    Same shape as the other heads; the last conv has an N(0, 0.01) kernel and zero bias, so the
+    head starts at ~0.5 everywhere.
     """
-    inputs, outputs = _head_tower("pyramid_iou", iou_feature_size, pyramid_feature_size)
-    outputs = keras.layers.Conv2D(
-        filters=num_classes * num_anchors,
-        kernel_size=3,
-        strides=1,
-        padding="same",
-        kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.01),
-        bias_initializer="zeros",
-        name="pyramid_iou",
-    )(outputs)
-    outputs = keras.layers.Reshape((-1, num_classes), name="pyramid_iou_reshape")(outputs)
-    outputs = keras.layers.Activation("sigmoid", name="pyramid_iou_sigmoid")(outputs)
-    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+    return build_head(
+        "pyramid_iou", num_classes, num_anchors, _normal(), activation="sigmoid", name=name
+    )
 
 
 def has_iou_head(model) -> bool:

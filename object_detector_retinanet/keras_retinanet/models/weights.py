@@ -157,8 +157,11 @@ def read_snapshot_attrs(path) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"Snapshot not found: {path}")
     with h5py.File(path, "r") as f:
-        return {k: (v.item() if hasattr(v, "item") else _decode(v)) for k, v in f.attrs.items()
-                if k.startswith("sku110k_")}
+        return {
+            k: (v.item() if hasattr(v, "item") else _decode(v))
+            for k, v in f.attrs.items()
+            if k.startswith("sku110k_")
+        }
 
 
 def has_layer_weights(path, substring) -> bool:

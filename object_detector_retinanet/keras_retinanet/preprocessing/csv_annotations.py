@@ -41,7 +41,6 @@ import warnings
 import numpy as np
 import pandas as pd
 
-
 DEFAULT_CLASS_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "class_mappings.csv"
 )

@@ -12,10 +12,10 @@ import warnings
 import numpy as np
 
 from object_detector_retinanet.keras_retinanet.preprocessing.csv_annotations import (  # noqa: F401
+    _MAX_LISTED,
     DEFAULT_CLASS_FILE,
     FORMAT_MESSAGE,
     IMAGE_EXTENSIONS,
-    _MAX_LISTED,
     list_images,
     parse_annotations,
     read_classes,

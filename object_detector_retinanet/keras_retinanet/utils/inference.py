@@ -422,7 +422,8 @@ def predict_images(
         hard_score_rate, score_threshold, max_detections: See :func:`raw_detections`.
         merger_config: EM-Merger settings; ``None`` = the paper's (spec §10.1).
         merge_fn: ``merge_fn(detections, (height, width), merger_config)``, the post-processor:
-            ``None`` = the EM-Merger (:func:`merge_detections`), or e.g. :func:`nms_merge` for the paper's NMS baselines
+            ``None`` = the EM-Merger (:func:`merge_detections`), or e.g. :func:`nms_merge`
+            for the paper's NMS baselines
             (a module-level function, so process pools can pickle it).
         image_min_side, image_max_side: Inference resize.
         draw_threshold: Drawn detections need ``confidence > draw_threshold`` (spec §11.2: 0.5).

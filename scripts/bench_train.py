@@ -47,10 +47,24 @@ if REPO_ROOT not in sys.path:  # run as a file without PYTHONPATH=.
     sys.path.insert(0, REPO_ROOT)
 
 DEFAULT_SIZES = ("512x512", "800x1333")
-DEFAULTS = {"sizes": list(DEFAULT_SIZES), "steps": 5, "warmup": 1, "fit_steps": 5, "batches": 16,
-            "repeats": 3, "images": 8}
-QUICK = {"sizes": ["256x256", "320x512"], "steps": 2, "warmup": 1, "fit_steps": 2, "batches": 6,
-         "repeats": 2, "images": 4}
+DEFAULTS = {
+    "sizes": list(DEFAULT_SIZES),
+    "steps": 5,
+    "warmup": 1,
+    "fit_steps": 5,
+    "batches": 16,
+    "repeats": 3,
+    "images": 8,
+}
+QUICK = {
+    "sizes": ["256x256", "320x512"],
+    "steps": 2,
+    "warmup": 1,
+    "fit_steps": 2,
+    "batches": 6,
+    "repeats": 2,
+    "images": 4,
+}
 RESULT_TAG = "BENCH_TRAIN_RESULT "  # the child's one JSON line on stdout
 
 
@@ -226,16 +240,26 @@ def train_child(args) -> dict:
 def run_child(args, size, data_dir) -> dict:
     """Run :func:`train_child` for one size in a fresh interpreter and parse its result."""
     command = [
-        sys.executable, os.path.abspath(__file__), "--sizes", f"{size[0]}x{size[1]}",
-        "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--fit-steps", str(args.fit_steps), "--batch-size", str(args.batch_size),
-        "--_child-data", data_dir,
+        sys.executable,
+        os.path.abspath(__file__),
+        "--sizes",
+        f"{size[0]}x{size[1]}",
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--fit-steps",
+        str(args.fit_steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--_child-data",
+        data_dir,
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     raise RuntimeError(
         f"training benchmark for {size[0]}x{size[1]} failed (exit {proc.returncode}); "
         f"output tail:\n{proc.stdout[-1000:]}\n{proc.stderr[-3000:]}"
@@ -260,14 +284,14 @@ def verdict(size, pipe, train, batch_size) -> str:
     keeps_up = load_s < step_s
     text = (
         f"{size[0]}x{size[1]}: {'YES' if keeps_up else 'NO'} - workers=1 loads a batch in "
-        f"{load_s:.2f} s vs {step_s:.2f} s per step ({100 * load_s / step_s:.0f}% of a step)"
+        f"{load_s:.2f} s vs {step_s:.2f} s per step ({100 * load_s / step_s:.1f}% of a step)"
     )
     if 2 in pipe:
         text += f"; workers=2 would load one every {batch_size / pipe[2]['images_per_s']:.2f} s"
     text += (
         f". fit with workers=1 (tf.data prefetch beside the step): {fit_s:.2f} s/step, "
         f"{100 * (fit_s / step_s - 1):+.0f}% vs the bare step, of which loading on the same "
-        f"cores could explain at most {100 * min(load_s, step_s) / step_s:.0f}%"
+        f"cores could explain at most {100 * min(load_s, step_s) / step_s:.1f}%"
     )
     if not keeps_up:
         text += " (the step waits for data: raise --workers)"
@@ -280,30 +304,67 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", nargs="+", default=None, metavar="HxW",
-                        help=f"network input sizes (default: {' '.join(DEFAULT_SIZES)})")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed train_on_batch steps per size, median (default 5)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed steps after the first traced one (default 1)")
-    parser.add_argument("--fit-steps", type=int, default=None,
-                        help="timed model.fit steps after fit's first one (default 5)")
-    parser.add_argument("--batch-size", type=int, default=config.TrainConfig.batch_size,
-                        help="images per batch (default %(default)s, train.py's)")
-    parser.add_argument("--batches", type=int, default=None,
-                        help="batches per pipeline pass (default 16)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="pipeline passes per setting, median (default 3)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                        help="pipeline worker counts to time (default 1 2)")
-    parser.add_argument("--images", type=int, default=None,
-                        help="synthetic images written per size (default 8)")
-    parser.add_argument("--source-scale", type=float, default=1.5,
-                        help="source photo side / input side (default %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 256x256 and 320x512, 2 steps, short pipeline passes")
-    parser.add_argument("--no-train", dest="train", action="store_false",
-                        help="time the data pipeline only")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        metavar="HxW",
+        help=f"network input sizes (default: {' '.join(DEFAULT_SIZES)})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed train_on_batch steps per size, median (default 5)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed steps after the first traced one (default 1)",
+    )
+    parser.add_argument(
+        "--fit-steps",
+        type=int,
+        default=None,
+        help="timed model.fit steps after fit's first one (default 5)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=config.TrainConfig.batch_size,
+        help="images per batch (default %(default)s, train.py's)",
+    )
+    parser.add_argument(
+        "--batches", type=int, default=None, help="batches per pipeline pass (default 16)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="pipeline passes per setting, median (default 3)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="pipeline worker counts to time (default 1 2)",
+    )
+    parser.add_argument(
+        "--images", type=int, default=None, help="synthetic images written per size (default 8)"
+    )
+    parser.add_argument(
+        "--source-scale",
+        type=float,
+        default=1.5,
+        help="source photo side / input side (default %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 256x256 and 320x512, 2 steps, short pipeline passes",
+    )
+    parser.add_argument(
+        "--no-train", dest="train", action="store_false", help="time the data pipeline only"
+    )
     parser.add_argument("--_child-data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -325,47 +386,66 @@ def main(argv=None) -> None:
         return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(f"bench_train: {os.cpu_count()} CPUs, {load_line()}; batch {args.batch_size}, "
-          f"steps {args.steps} (+{args.warmup} warm-up), fit steps {args.fit_steps}, "
-          f"pipeline {args.repeats} x {args.batches} batches", flush=True)
+    print(
+        f"bench_train: {os.cpu_count()} CPUs, {load_line()}; batch {args.batch_size}, "
+        f"steps {args.steps} (+{args.warmup} warm-up), fit steps {args.fit_steps}, "
+        f"pipeline {args.repeats} x {args.batches} batches",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench_train_") as root:
         data = {size: write_data(root, size, args.images, args.source_scale) for size in args.sizes}
 
-        print("\n1. Data pipeline (CSVGenerator + stage1_targets + flip, fixed_steps, "
-              "Keras PyDatasetAdapter), median of passes", flush=True)
-        print(f"{'input':>10} {'source':>10} {'boxes/img':>9} {'workers':>7} {'images/s':>9} "
-              f"{'ms/image':>9}  runs (images/s)")
+        print(
+            "\n1. Data pipeline (CSVGenerator + stage1_targets + flip, fixed_steps, "
+            "Keras PyDatasetAdapter), median of passes",
+            flush=True,
+        )
+        print(
+            f"{'input':>10} {'source':>10} {'boxes/img':>9} {'workers':>7} {'images/s':>9} "
+            f"{'ms/image':>9}  runs (images/s)"
+        )
         pipe = {}
         for size in args.sizes:
             pipe[size] = {}
             for workers in args.workers:
-                result = time_pipeline(data[size]["dir"], size, args.batch_size, workers,
-                                       args.batches, args.repeats)
+                result = time_pipeline(
+                    data[size]["dir"], size, args.batch_size, workers, args.batches, args.repeats
+                )
                 pipe[size][workers] = result
                 rate = result["images_per_s"]
-                print(f"{fmt_shape(result['input_shape']):>10} "
-                      f"{fmt_shape(data[size]['source']):>10} "
-                      f"{data[size]['boxes_per_image']:>9.0f} {workers:>7} {rate:>9.2f} "
-                      f"{1e3 / rate:>9.0f}  " + " ".join(f"{r:.2f}" for r in result["runs"]),
-                      flush=True)
+                print(
+                    f"{fmt_shape(result['input_shape']):>10} "
+                    f"{fmt_shape(data[size]['source']):>10} "
+                    f"{data[size]['boxes_per_image']:>9.0f} {workers:>7} {rate:>9.2f} "
+                    f"{1e3 / rate:>9.0f}  " + " ".join(f"{r:.2f}" for r in result["runs"]),
+                    flush=True,
+                )
 
         if not args.train:
             return
-        print("\n2. Training step, ResNet50-FPN RetinaNet stage 1 (freeze_bn=False, Adam, "
-              "focal + smooth L1), one fresh process per size", flush=True)
-        print(f"{'input':>10} {'build s':>8} {'1st step s':>10} {'s/step':>7} {'img/s':>6} "
-              f"{'fit 1st s':>9} {'fit s/step':>10} {'peak RSS MiB':>12}  step runs (s)")
+        print(
+            "\n2. Training step, ResNet50-FPN RetinaNet stage 1 (freeze_bn=False, Adam, "
+            "focal + smooth L1), one fresh process per size",
+            flush=True,
+        )
+        print(
+            f"{'input':>10} {'build s':>8} {'1st step s':>10} {'s/step':>7} {'img/s':>6} "
+            f"{'fit 1st s':>9} {'fit s/step':>10} {'peak RSS MiB':>12}  step runs (s)"
+        )
         train = {}
         for size in args.sizes:
             result = run_child(args, size, data[size]["dir"])
             train[size] = result
-            print(f"{fmt_shape(result['input_shape']):>10} {result['build_s']:>8.1f} "
-                  f"{result['first_step_s']:>10.1f} {result['step_s']:>7.2f} "
-                  f"{args.batch_size / result['step_s']:>6.2f} {result['fit_first_s']:>9.1f} "
-                  f"{result['fit_step_s']:>10.2f} {result['rss_peak_mib']:>12.0f}  "
-                  + " ".join(f"{t:.2f}" for t in result["step_runs"])
-                  + "  | fit: " + " ".join(f"{t:.2f}" for t in result["fit_runs"]),
-                  flush=True)
+            print(
+                f"{fmt_shape(result['input_shape']):>10} {result['build_s']:>8.1f} "
+                f"{result['first_step_s']:>10.1f} {result['step_s']:>7.2f} "
+                f"{args.batch_size / result['step_s']:>6.2f} {result['fit_first_s']:>9.1f} "
+                f"{result['fit_step_s']:>10.2f} {result['rss_peak_mib']:>12.0f}  "
+                + " ".join(f"{t:.2f}" for t in result["step_runs"])
+                + "  | fit: "
+                + " ".join(f"{t:.2f}" for t in result["fit_runs"]),
+                flush=True,
+            )
 
         if 1 in args.workers:
             print("\n3. Verdict (default workers=1)")

@@ -148,3 +148,14 @@ def test_predict_writes_results_and_drawings(recipe):
         header = f.readline().strip()
     assert header == "image_id,x1,y1,x2,y2,confidence,hard_score"
     assert sorted(os.listdir(recipe["out"] / "drawn")) == ["0.png", "1.png"]  # B3: --save-path
+
+
+def test_b24_multi_class_map_is_rejected_before_stage2_and_predict(root, tmp_path):
+    classes = tmp_path / "classes.csv"
+    classes.write_text("object,0\nshelf_tag,1\n")
+    weights = tmp_path / "resnet50_csv_01.weights.h5"
+    weights.write_bytes(b"")  # never opened: the check comes first
+    with pytest.raises(SystemExit, match="single class"):
+        train_iou.main(["--weights", str(weights), "csv", "--classes", str(classes)])
+    with pytest.raises(SystemExit, match="single-class"):
+        predict.main(["csv", "--classes", str(classes), str(weights)])

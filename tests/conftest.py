@@ -9,9 +9,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _clear_keras_session():
-    """Free Keras' global graph state between tests (only when a test imported Keras)."""
+@pytest.fixture
+def clear_keras_session():
+    """Free Keras' global graph state after a test that builds models.
+
+    Not autouse: ``clear_session`` runs a full garbage collection (~1.5 s once TensorFlow is
+    loaded), so only the model-building test folders (tests/models, tests/layers, tests/bin) and
+    tests/test_losses.py use it, through their own autouse fixtures.
+    """
     yield
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session()

@@ -342,3 +342,15 @@ def test_merge_many_serial_and_pool_match_single_calls():
     pooled = merge_many([d for d, _ in scenes], [sh for _, sh in scenes], processes=2)
     for a, b, c in zip(single, serial, pooled):
         assert (a == b).all() and (a == c).all()
+
+
+def test_heat_mask_equals_quantised_map_above_zero():
+    # Values around the rounding boundaries of the 0..255 scale: 4.5 rounds to 4 (half to even,
+    # not kept at threshold 4), 5.5 rounds to 6; thresholds 4 (the default), 5, 0 and -1.
+    x = np.array([0.0, 0.4, 0.5, 0.6, 4.4, 4.5, 4.5000001, 5.5, 5.4999999, 6.0, 254.5, 255.0])
+    heat, vmin, vmax = x, 0.0, 255.0  # scale 255 / 255 = 1: the scaled values are x exactly
+    for t in (4, 5, 0, -1):
+        want = (quantise_heat(heat, vmin, vmax, t) > 0).astype(np.uint8)
+        np.testing.assert_array_equal(em.heat_mask(heat, vmin, vmax, t), want)
+    flat = np.full(5, 2.0)  # constant map: scale 0, nothing above the threshold
+    assert not em.heat_mask(flat, 2.0, 2.0, 4).any()

@@ -192,3 +192,78 @@ def test_not_converged_with_zero_iterations_returns_init(caplog):
         res = collapse(alpha, mu, cov, 2, max_iter=0)
     assert res.status == "not_converged" and mog.MSG_NOT_CONVERGED in caplog.text
     assert res.mu == pytest.approx(agglomerative_init(alpha, mu, cov, 2)[1])
+
+
+def _random_groups(rng, n_groups, max_n, integer_centres=False):
+    """Members of n_groups random groups (some with identical centres): alpha, mu, cov, group, k."""
+    alphas, mus, covs, groups, ks = [], [], [], [], []
+    for g in range(n_groups):
+        n = int(rng.integers(2, max_n))
+        alpha = rng.uniform(0.1, 1, n)
+        alphas.append(alpha / alpha.sum())
+        if integer_centres:
+            mu = rng.integers(0, 12, (n, 2)).astype(float)
+        else:
+            mu = rng.normal(0, 15, (n, 2))
+        mu[rng.integers(0, n)] = mu[0]
+        mus.append(mu)
+        covs.append(_diag(rng.uniform(1, 20, n), rng.uniform(1, 20, n)))
+        groups.append(np.full(n, g))
+        ks.append(int(rng.integers(1, n)))
+    return (np.concatenate(alphas), np.concatenate(mus), np.concatenate(covs),
+            np.concatenate(groups), np.array(ks))
+
+
+@pytest.mark.parametrize("tail", [0, 3, 10**9])
+@pytest.mark.parametrize("integer_centres", [False, True])
+def test_agglomerative_batch_is_bitwise_the_reference_on_every_path(tail, integer_centres,
+                                                                      monkeypatch):
+    # The lockstep rounds (tail 0), the default mix, and the plain-float continuation alone
+    # (tail 10**9) do the reference's operations in the reference's order: equal bit for bit,
+    # including the tie-breaks of integer centres (many equal distances) and identical centres.
+    monkeypatch.setattr(mog, "_SCALAR_TAIL_GROUPS", tail)
+    rng = np.random.default_rng(11 + integer_centres)
+    alpha, mu, cov, group, ks = _random_groups(rng, 14, 45, integer_centres)
+    ba, bm, bc, bg = agglomerative_init_batch(alpha, mu, cov, group, ks)
+    for g in range(len(ks)):
+        sel = group == g
+        ra, rm, rc = _reference_agglomerative(alpha[sel], mu[sel], cov[sel], ks[g])
+        np.testing.assert_array_equal(ba[bg == g], ra)
+        np.testing.assert_array_equal(bm[bg == g], rm)
+        np.testing.assert_array_equal(bc[bg == g], rc)
+
+
+def _reference_collapse(alpha, mu, cov, k, max_iter):
+    """Plain per-group hard EM (the original's loop) on top of the reference init."""
+    beta, mc, cc = _reference_agglomerative(alpha, mu, cov, k)
+    init = (mc.copy(), cc.copy())
+    d, delta, it = np.inf, np.inf, 0
+    assign = None
+    while delta > 1e-10 and it < max_iter:
+        it += 1
+        if assign is None:
+            assign, _ = e_step(mu, cov, mc, cc)
+        beta, mc, cc = m_step(alpha, mu, cov, assign, beta, mc, cc)
+        assign, mk = e_step(mu, cov, mc, cc)
+        prev, d = d, float(np.dot(alpha, mk))
+        delta = prev - d
+        if delta < 0:
+            return "not_monotonic", it, init
+    if delta > 1e-10:
+        return "not_converged", it, init
+    return "converged", it, (mc, cc)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 20])
+def test_collapse_batch_matches_plain_em_loop(max_iter):
+    # collapse_batch skips the arithmetic of groups whose assignment stopped changing (their next
+    # iteration is a fixed point); statuses, iteration counts and parameters must still be those
+    # of the plain loop, including groups cut off by max_iter.
+    rng = np.random.default_rng(21)
+    alpha, mu, cov, group, ks = _random_groups(rng, 16, 30)
+    _b, m, c, cg, status, iters = collapse_batch(alpha, mu, cov, group, ks, max_iter=max_iter)
+    for g in range(len(ks)):
+        sel = group == g
+        st, it, (rm, rc) = _reference_collapse(alpha[sel], mu[sel], cov[sel], ks[g], max_iter)
+        assert (status[g], int(iters[g])) == (st, it), g
+        assert m[cg == g] == pytest.approx(rm) and c[cg == g] == pytest.approx(rc)

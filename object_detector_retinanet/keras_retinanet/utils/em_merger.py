@@ -28,12 +28,15 @@ area / median area sits near x.5. scripts/bench_merger.py compares the final out
 
 Other speed measures (same results): the per-contour work is batched over all contours (k = 1
 blobs in closed form, the others through :func:`.mog.collapse_batch`), redundancy pairs that are
-clear-cut are decided analytically and only borderline pairs are rasterised, and assignment and
-membership use a uniform-grid point-in-rectangle join.
+clear-cut are decided analytically and only borderline pairs are rasterised (each ellipse drawn at
+most once, on its own bounding box), assignment and membership use a uniform-grid
+point-in-rectangle join, the contour mask is thresholded without materialising the quantised map,
+and the final suppression runs on the pair list of the (sparse) picks (:mod:`.boxes`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -49,7 +52,7 @@ from object_detector_retinanet.keras_retinanet.utils.mog import (
     MSG_EM_BUDGET,
     CollapseBudget,
     collapse_batch,
-    init_cost,
+    init_costs,
 )
 
 logger = logging.getLogger(__name__)
@@ -175,7 +178,7 @@ def points_in_rects(px: np.ndarray, py: np.ndarray, rects: np.ndarray):
     r = rects[pr]
     ok = (r[:, 0] <= px[pp]) & (px[pp] <= r[:, 2]) & (r[:, 1] <= py[pp]) & (py[pp] <= r[:, 3])
     pr, pp = pr[ok], pp[ok]
-    srt = np.lexsort((pp, pr))
+    srt = np.argsort(pr * px.size + pp)  # unique keys: the (rect, point) order
     return pr[srt], pp[srt]
 
 
@@ -329,8 +332,9 @@ def render_heat_map(g: _Gaussians, height: int, width: int, s: int) -> np.ndarra
         idx = np.concatenate([r0 * (wr + 1) + c0, r0 * (wr + 1) + c1,
                               r1 * (wr + 1) + c0, r1 * (wr + 1) + c1])
         wts = np.concatenate([off, -off, -off, off])
-        diff = np.bincount(idx, weights=wts, minlength=(hr + 1) * (wr + 1))
-        diff = diff.reshape(hr + 1, wr + 1).cumsum(axis=0).cumsum(axis=1)
+        diff = np.bincount(idx, weights=wts, minlength=(hr + 1) * (wr + 1)).reshape(hr + 1, -1)
+        np.cumsum(diff, axis=0, out=diff)  # in place: no further map-sized temporaries
+        np.cumsum(diff, axis=1, out=diff)
         heat -= diff[:hr, :wr]
     return heat
 
@@ -355,12 +359,31 @@ def heat_values_at(g: _Gaussians, px: np.ndarray, py: np.ndarray, width: int, he
     return np.bincount(pp, weights=val, minlength=px.shape[0])
 
 
-def quantise_heat(values: np.ndarray, vmin: float, vmax: float, threshold: int) -> np.ndarray:
-    """cv2.normalize(0..255, MINMAX) -> convertScaleAbs (round half even) -> THRESH_TOZERO."""
+def _scaled_heat(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """cv2.normalize(0..255, MINMAX) before rounding: (values - vmin) * 255 / (vmax - vmin)."""
     rng = vmax - vmin
     scale = 255.0 / rng if rng > _DBL_EPSILON else 0.0
-    q = np.clip(np.rint((values - vmin) * scale), 0, 255)
+    return (values - vmin) * scale
+
+
+def quantise_heat(values: np.ndarray, vmin: float, vmax: float, threshold: int) -> np.ndarray:
+    """cv2.normalize(0..255, MINMAX) -> convertScaleAbs (round half even) -> THRESH_TOZERO."""
+    q = np.clip(np.rint(_scaled_heat(values, vmin, vmax)), 0, 255)
     return np.where(q > threshold, q, 0.0)
+
+
+def heat_mask(heat: np.ndarray, vmin: float, vmax: float, threshold: int,
+              overwrite: bool = False) -> np.ndarray:
+    """uint8 mask of ``quantise_heat(heat, vmin, vmax, threshold) > 0`` in two passes, not five.
+
+    With x = (heat - vmin) * 255 / (vmax - vmin) in [0, 255] the clip changes nothing, and
+    where(q > t, q, 0) > 0 <=> rint(x) > max(t, 0). ``overwrite=True`` reuses ``heat`` as scratch.
+    """
+    x = heat if overwrite else heat.copy()
+    rng = vmax - vmin
+    x -= vmin  # the arithmetic of _scaled_heat, in place
+    x *= 255.0 / rng if rng > _DBL_EPSILON else 0.0
+    return (np.rint(x, out=x) > max(threshold, 0)).view(np.uint8)
 
 
 def full_resolution_area(area: float, perimeter: float, s: int) -> float:
@@ -414,8 +437,13 @@ def ellipse_contour(centre, axes, angle, sub_w, sub_h, delta=15):
     as filling the whole mask. If nothing of it lands in the mask, the polygon itself is used (the
     original crashed there).
     """
-    poly = cv2.ellipse2Poly((int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])),
-                            int(angle), 0, 360, int(delta))
+    return _ellipse_contour(int(centre[0]), int(centre[1]), int(axes[0]), int(axes[1]),
+                            int(angle), int(sub_w), int(sub_h), int(delta))
+
+
+def _ellipse_contour(cx, cy, ax0, ax1, angle, sub_w, sub_h, delta):
+    """:func:`ellipse_contour` on plain Python ints (the hot path of the redundancy pass)."""
+    poly = cv2.ellipse2Poly((cx, cy), (ax0, ax1), angle, 0, 360, delta)
     bx, by, bw, bh = cv2.boundingRect(poly)  # poly spans [bx, bx + bw - 1] x [by, by + bh - 1]
     x0 = bx - 1 if bx > 0 else 0
     y0 = by - 1 if by > 0 else 0
@@ -429,6 +457,12 @@ def ellipse_contour(centre, axes, angle, sub_w, sub_h, delta=15):
         if found:
             return found[0]
     return poly.reshape(-1, 1, 2).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _chi_radius(quantile: float) -> float:
+    """sqrt(chi2_2.ppf(quantile)): the redundancy ellipse radius in sigmas (cached: ~40 us)."""
+    return math.sqrt(chi2.ppf(quantile, 2))
 
 
 # Raster slack (px) between cv2's filled ellipse contour and the continuous ellipse: used only to
@@ -477,13 +511,13 @@ def redundant_pairs_batch(mu_r, cov, cid, sub_w, sub_h, config: EmMergerConfig):
     j_loc = i_loc + 1 + (q - row_start)
     ii, jj = starts[grp] + i_loc, starts[grp] + j_loc
 
-    chi = math.sqrt(chi2.ppf(config.ellipsoid_thresh, 2))
+    chi = _chi_radius(float(config.ellipsoid_thresh))
     angles, ax0, ax1 = ellipse_params(cov, chi, config.mirror_ellipse_angle)
     big = np.maximum(ax0, ax1).astype(np.float64)
     small = np.minimum(ax0, ax1).astype(np.float64)
     mf = mu_r.astype(np.float64)
     dvec = mf[jj] - mf[ii]
-    dist = np.sqrt((dvec ** 2).sum(axis=1))
+    dist = np.sqrt(dvec[:, 0] * dvec[:, 0] + dvec[:, 1] * dvec[:, 1])
     near = dist <= big[ii] + big[jj] + 2.0 * _RASTER_SLACK + 1.0
     ii, jj, dist, dvec, grp = ii[near], jj[near], dist[near], dvec[near], grp[near]
     if ii.size == 0:
@@ -514,24 +548,29 @@ def redundant_pairs_batch(mu_r, cov, cid, sub_w, sub_h, config: EmMergerConfig):
     score[~(deep_i | deep_j) & clear_pos] = 1.0
     todo = np.flatnonzero(np.isnan(score))
     cnts = {}
+    mu_l, ax0_l, ax1_l, ang_l = mu_r.tolist(), ax0.tolist(), ax1.tolist(), angles.tolist()
+    sw_l, sh_l = sub_w[cid].tolist(), sub_h[cid].tolist()
+    delta = int(config.ellipse_delta)
 
-    def cnt(e):
-        if e not in cnts:
-            c = int(cid[e])
-            cnts[e] = ellipse_contour(mu_r[e], (ax0[e], ax1[e]), angles[e], int(sub_w[c]),
-                                      int(sub_h[c]), config.ellipse_delta)
-        return cnts[e]
+    def cnt(e):  # each ellipse drawn at most once
+        c = cnts.get(e)
+        if c is None:
+            c = cnts[e] = _ellipse_contour(mu_l[e][0], mu_l[e][1], ax0_l[e], ax1_l[e], ang_l[e],
+                                           sw_l[e], sh_l[e], delta)
+        return c
 
     pts = mf.tolist()
-    for p, i, j, dd in zip(todo.tolist(), ii[todo].tolist(), jj[todo].tolist(),
-                           dist[todo].tolist()):
+    ninf = -math.inf
+    vals = []
+    for i, j, dd in zip(ii[todo].tolist(), jj[todo].tolist(), dist[todo].tolist()):
         # PORT: pointPolygonTest needs a float point on OpenCV 4.
         a = -cv2.pointPolygonTest(cnt(i), pts[j], True)
         if a <= 0:  # -inf whatever b is: contour j need not be drawn for this pair
-            score[p] = -np.inf
+            vals.append(ninf)
             continue
         b = -cv2.pointPolygonTest(cnt(j), pts[i], True)
-        score[p] = -np.inf if b <= 0 else a + b - dd
+        vals.append(ninf if b <= 0 else a + b - dd)
+    score[todo] = vals
     neg = score < 0
     ii, jj, score, grp = ii[neg], jj[neg], score[neg], grp[neg]
     srt = np.lexsort((jj, ii, score, grp))
@@ -741,7 +780,7 @@ class Blobs:
     valid: np.ndarray  # (C,) n > 0 and rectangle wider and taller than min_contour_side
     member_contour: np.ndarray  # (P,) contour of each (contour, detection) membership pair
     member_det: np.ndarray  # (P,) detection of each pair, sorted by contour then detection
-    q: np.ndarray  # quantised (0..255, thresholded) heat map at the working resolution
+    q: np.ndarray | None  # quantised (0..255, thresholded) heat map at s == 1, else None
     vmin: float
     vmax: float
     downscale: int
@@ -753,8 +792,13 @@ def analyse_blobs(g: _Gaussians, boxes: np.ndarray, height: int, width: int,
     s = choose_downscale(g, cfg) if s is None else int(s)
     heat = render_heat_map(g, height, width, s)
     vmin, vmax = float(heat.min()), float(heat.max())
-    q = quantise_heat(heat, vmin, vmax, cfg.heat_threshold)
-    contours = cv2.findContours((q > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
+    if s == 1:
+        q = quantise_heat(heat, vmin, vmax, cfg.heat_threshold)
+        mask = (q > 0).view(np.uint8)
+    else:  # only the mask is needed at s > 1 (step 4 reads exact values, heat_values_at)
+        q = None
+        mask = heat_mask(heat, vmin, vmax, cfg.heat_threshold, overwrite=True)
+    contours = cv2.findContours(mask, cv2.RETR_EXTERNAL,
                                 cv2.CHAIN_APPROX_SIMPLE)[-2]  # PORT: [-2] on OpenCV 3 and 4
     n_c = len(contours)
     rect = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64).reshape(-1, 4)
@@ -804,7 +848,7 @@ def _merge_core(d, boxes, conf, g, height, width, cfg):
     budget = CollapseBudget(init_work=cfg.init_budget, em_work=cfg.em_budget)
 
     direct = valid & (n_mem <= k)  # B10: components = the member Gaussians
-    costs = np.array([init_cost(int(a), int(b)) for a, b in zip(n_mem, k)])
+    costs = init_costs(n_mem, k)
     needs_nms = valid & (n_mem > k) & ((k <= cfg.min_k) | (costs > cfg.init_budget))
     single = valid & (n_mem > k) & (k == 1) & ~needs_nms
     general = valid & (n_mem > k) & (k > 1) & ~needs_nms

@@ -9,7 +9,8 @@ This module owns the maths (NumPy only, no I/O, no globals):
 - :func:`agglomerative_init`: merge the closest pair of means until ``k`` remain. Same merge order
   as the original's O(n^3) argmin over a full distance matrix, but with incrementally maintained
   nearest-neighbour distances (O(n^2) overall); :func:`agglomerative_init_batch` runs many
-  independent groups (contours) in lockstep.
+  independent groups (contours) in lockstep and finishes the last few in plain Python floats
+  (the same operations in the same order: bit-for-bit the reference's results).
 - :func:`gaussian_kl`: the original's diagonal-only KL (it omits the true KL's ``-1``, so two
   identical Gaussians give **1**, not 0; QUIRK, kept: with the weights summing to 1 this shifts the
   objective by exactly 1 and changes neither the assignments nor the convergence test).
@@ -17,12 +18,14 @@ This module owns the maths (NumPy only, no I/O, no globals):
 - :func:`collapse` / :func:`collapse_batch`: the whole procedure (one group / many groups at once,
   identical per-group results) with a deterministic, injectable work budget that replaces the
   original's SIGALRM wall-clock timeouts (B13), and fallbacks whose messages match what is
-  returned (B14).
+  returned (B14). Groups whose hard assignment stopped changing are at a fixed point; their last
+  (identical) iteration is accounted for without being recomputed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +84,14 @@ def init_cost(n: int, k: int) -> float:
     if k >= n:
         return 0.0
     return float(n - k) * float(2 * n - k) ** 2
+
+
+def init_costs(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """:func:`init_cost` for arrays of n and k (exact while the costs stay below 2**53)."""
+    n = np.asarray(n, dtype=np.int64)
+    k = np.asarray(k, dtype=np.int64)
+    s = (2 * n - k).astype(np.float64)
+    return np.where(k >= n, 0.0, (n - k).astype(np.float64) * (s * s))
 
 
 def agglomerative_init(
@@ -192,152 +203,58 @@ def m_step(
     return beta, mu_c, cov_c
 
 
+def _ragged(counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(c) for every c in counts."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def _group_layout(group: np.ndarray, n_groups: int):
     counts = np.bincount(group, minlength=n_groups)
     return counts, np.cumsum(counts) - counts
 
 
+def _initial_neighbours(mu, group, local, n_g, rowmin, nn, row):
+    """Nearest later neighbour (rowmin, nn) of every input member, all groups at once.
+
+    Zero distances count as inf (QUIRK); among equal distances the first (smallest) slot wins.
+    """
+    per_row = n_g[group] - local - 1  # later members of each member
+    rows = np.repeat(np.arange(group.size), per_row)
+    if rows.size == 0:
+        return
+    cols = rows + 1 + (np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row))
+    ex = mu[rows, 0] - mu[cols, 0]
+    ey = mu[rows, 1] - mu[cols, 1]
+    dd = np.sqrt(ex * ex + ey * ey)  # = sqrt(sum of squares); a 2-wide .sum(axis=1) is slow
+    dd[dd == 0] = np.inf
+    has = np.flatnonzero(per_row > 0)
+    seg = np.cumsum(per_row) - per_row
+    rmin = np.minimum.reduceat(dd, seg[has])
+    rowmin[row[has], local[has]] = rmin
+    hit = np.flatnonzero((dd == np.repeat(rmin, per_row[has])) & np.isfinite(dd))
+    hr = rows[hit]
+    first = hit[np.r_[True, hr[1:] != hr[:-1]]] if hit.size else hit  # first column per row
+    nn[row[rows[first]], local[rows[first]]] = local[cols[first]]
+
+
+# Lockstep rounds stop (and the last few groups finish in plain Python floats, where a round of
+# ~50 small NumPy calls for 1-3 groups costs more than the scalar loop) at this many groups.
+_SCALAR_TAIL_GROUPS = 3
+
+
 def _agglomerative_core(alpha, mu, cov, group, k, n_groups=None):
     """:func:`agglomerative_init` for many independent groups at once (merges in lockstep).
 
-    Args:
-        alpha: (T,) weights. mu: (T, 2). cov: (T, 2, 2).
-        group: (T,) group id of every member, non-decreasing (members of a group contiguous,
-            in their order).
-        k: (G,) components wanted per group.
-        n_groups: G (default: group.max() + 1).
-
-    Returns:
-        (beta (K,), mu (K, 2), cov (K, 2, 2), group (K,)): per group min(n_g, k_g) components in
-        the order of :func:`agglomerative_init`.
-    """
-    alpha = np.asarray(alpha, dtype=np.float64)
-    mu = np.asarray(mu, dtype=np.float64).reshape(-1, 2)
-    cov = np.asarray(cov, dtype=np.float64).reshape(-1, 2, 2)
-    group = np.asarray(group, dtype=np.int64)
-    n_groups = int(group.max()) + 1 if n_groups is None else int(n_groups)
-    if group.size == 0 or n_groups == 0:
-        return alpha[:0], mu[:0], cov[:0], group[:0]
-    n_g, off = _group_layout(group, n_groups)
-    k_g = np.maximum(np.asarray(k, dtype=np.int64).reshape(-1), 1)
-    k_g = np.minimum(k_g, np.maximum(n_g, 1))
-    slots_g = np.where(n_g > 0, 2 * n_g - k_g, 0)
-    smax = max(int(slots_g.max()), 1)
-    local = np.arange(group.size) - off[group]
-    a = np.zeros((n_groups, smax))
-    m = np.zeros((n_groups, smax, 2))
-    c = np.zeros((n_groups, smax, 2, 2))
-    live = np.zeros((n_groups, smax), dtype=bool)
-    a[group, local] = alpha
-    m[group, local] = mu
-    c[group, local] = cov
-    live[group, local] = True
-    slot_idx = np.arange(smax)
-    # Initial nearest "later" neighbour of every member: rowmin[g, r] = min_{c > r} dist, nn = the
-    # first such c; zero distances count as inf (QUIRK).
-    rowmin = np.full((n_groups, smax), np.inf)
-    nn = np.full((n_groups, smax), -1, dtype=np.int64)
-    per_row = n_g[group] - local - 1  # later members of each member
-    rows = np.repeat(np.arange(group.size), per_row)
-    if rows.size:
-        cols = rows + 1 + (np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row))
-        dd = np.sqrt(((mu[rows] - mu[cols]) ** 2).sum(axis=1))
-        dd[dd == 0] = np.inf
-        has = np.flatnonzero(per_row > 0)
-        seg = np.cumsum(per_row) - per_row
-        rmin = np.minimum.reduceat(dd, seg[has])
-        rowmin[group[has], local[has]] = rmin
-        hit = dd == np.repeat(rmin, per_row[has])
-        hit &= np.isfinite(dd)
-        first_c = np.full(group.size, group.size, dtype=np.int64)
-        np.minimum.at(first_c, rows[hit], cols[hit])  # first (smallest) column per row
-        ok = first_c < group.size
-        nn[group[ok], local[ok]] = local[first_c[ok]]
-    # Lockstep merges; the arrays are compacted to the still-merging groups whenever some finish
-    # (the finished groups' state is stored), so every round works on dense arrays.
-    gid = np.arange(n_groups)  # original group of each row of the working arrays
-    nxt = n_g.copy()
-    end = slots_g.copy()
-    done_a, done_m, done_c, done_live, done_gid = [], [], [], [], []
-
-    def stash(rows):
-        done_a.append(a[rows])
-        done_m.append(m[rows])
-        done_c.append(c[rows])
-        done_live.append(live[rows])
-        done_gid.append(gid[rows])
-
-    while True:
-        finished = nxt >= end
-        if finished.any():
-            stash(np.flatnonzero(finished))
-            keep = ~finished
-            if not keep.any():
-                break
-            a, m, c, live = a[keep], m[keep], c[keep], live[keep]
-            rowmin, nn, gid, nxt, end = rowmin[keep], nn[keep], gid[keep], nxt[keep], end[keep]
-        ar = np.arange(gid.size)
-        i = rowmin.argmin(axis=1)
-        j = nn[ar, i]
-        vmin = rowmin[ar, i]
-        degenerate = ~np.isfinite(vmin)
-        if degenerate.any():
-            # Only identical-centre pairs left: merge the first two live components (the original
-            # merged with an empty slot and produced NaN means).
-            lv = live[degenerate].copy()
-            first = lv.argmax(axis=1)
-            lv[np.arange(lv.shape[0]), first] = False
-            i[degenerate], j[degenerate] = first, lv.argmax(axis=1)
-        l_ = nxt
-        ai, aj = a[ar, i], a[ar, j]
-        mi, mj = m[ar, i], m[ar, j]
-        beta = ai + aj
-        a[ar, l_] = beta
-        ml = (ai[:, None] * mi + aj[:, None] * mj) / beta[:, None]
-        m[ar, l_] = ml
-        harmonic = (ai * aj) / beta
-        dm = mi - mj
-        c[ar, l_] = (ai[:, None, None] * c[ar, i] + aj[:, None, None] * c[ar, j]
-                     + harmonic[:, None, None] * (dm[:, :, None] * dm[:, None, :])) / beta[:, None, None]
-        live[ar, i] = False
-        live[ar, j] = False
-        rowmin[ar, i] = np.inf
-        rowmin[ar, j] = np.inf
-        diff = m - ml[:, None, :]
-        dnew = np.sqrt(diff[:, :, 0] ** 2 + diff[:, :, 1] ** 2)
-        valid = live & (slot_idx[None, :] < l_[:, None])
-        dnew[~valid | (dnew == 0)] = np.inf
-        better = dnew < rowmin
-        stale = valid & ~better & ((nn == i[:, None]) | (nn == j[:, None]))
-        np.copyto(rowmin, dnew, where=better)
-        nn[better] = np.broadcast_to(l_[:, None], nn.shape)[better]
-        live[ar, l_] = True
-        if stale.any():
-            sa, sr = np.nonzero(stale)
-            diff = m[sa] - m[sa, sr][:, None, :]
-            ds = np.sqrt(diff[:, :, 0] ** 2 + diff[:, :, 1] ** 2)
-            ok = live[sa] & (slot_idx[None, :] > sr[:, None])
-            ds[~ok | (ds == 0)] = np.inf
-            p = ds.argmin(axis=1)
-            v = ds[np.arange(p.size), p]
-            rowmin[sa, sr] = v
-            nn[sa, sr] = np.where(np.isfinite(v), p, -1)
-        nxt = nxt + 1
-    a = np.concatenate(done_a)
-    m = np.concatenate(done_m)
-    c = np.concatenate(done_c)
-    live = np.concatenate(done_live)
-    order = np.argsort(np.concatenate(done_gid), kind="stable")
-    a, m, c, live = a[order], m[order], c[order], live[order]
-    gg, ss = np.nonzero(live)
-    return a[gg, ss], m[gg, ss], c[gg, ss], gg
-
-
-def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
-    """:func:`agglomerative_init` for many independent groups at once.
-
-    Groups are bucketed by size (slot count 2n - k up to 40, and above) and each bucket merges in
-    lockstep on padded (groups, slots) arrays, one merge per group per round.
+    State: one row per group, one column per slot (inputs 0..n-1, merge number l in slot n + l).
+    Rows are ordered by their merge count, most first, so the groups that are done are always the
+    last rows and the working arrays are plain leading slices; only the slots in use (< n + l)
+    are touched. Every row keeps, per slot, the nearest *later* live slot (rowmin, nn), so a round
+    is one argmin per row, one vector of distances to the new component, and a recomputation of
+    the rows whose neighbour was just merged. The last ``_SCALAR_TAIL_GROUPS`` groups finish in
+    :func:`_finish_rows` (same arithmetic, Python floats).
 
     Args:
         alpha: (T,) weights. mu: (T, 2). cov: (T, 2, 2).
@@ -357,25 +274,205 @@ def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
     n_groups = (int(group.max()) + 1 if group.size else 0) if n_groups is None else int(n_groups)
     if group.size == 0 or n_groups == 0:
         return alpha[:0], mu[:0], cov[:0], group[:0]
-    n_g, _ = _group_layout(group, n_groups)
-    k_g = np.minimum(np.maximum(np.asarray(k, dtype=np.int64).reshape(-1), 1), np.maximum(n_g, 1))
-    slots = np.maximum(2 * n_g - k_g, 1)
-    bucket = (slots > 40).astype(np.int64)  # small groups apart from the few big ones
-    outs = []
-    for b in np.unique(bucket[n_g > 0]):
-        gs = np.flatnonzero((bucket == b) & (n_g > 0))
-        remap = np.full(n_groups, -1, dtype=np.int64)
-        remap[gs] = np.arange(gs.size)
-        sel = remap[group] >= 0
-        ba, bm, bc, bg = _agglomerative_core(alpha[sel], mu[sel], cov[sel], remap[group[sel]],
-                                             k_g[gs], gs.size)
-        outs.append((ba, bm, bc, gs[bg]))
-    ba = np.concatenate([o[0] for o in outs])
-    bm = np.concatenate([o[1] for o in outs])
-    bc = np.concatenate([o[2] for o in outs])
-    bg = np.concatenate([o[3] for o in outs])
-    order = np.argsort(bg, kind="stable")
-    return ba[order], bm[order], bc[order], bg[order]
+    n_g, off = _group_layout(group, n_groups)
+    k_g = np.maximum(np.asarray(k, dtype=np.int64).reshape(-1), 1)
+    k_g = np.minimum(k_g, np.maximum(n_g, 1))
+    merges = np.where(n_g > 0, n_g - k_g, 0)
+    rows_g = np.argsort(-merges, kind="stable")
+    rows_g = rows_g[n_g[rows_g] > 0]  # group of each state row, most merges first
+    n_rows = rows_g.size
+    n_slots = max(int((2 * n_g - k_g)[rows_g].max()), 1)
+    row_of = np.full(n_groups, -1, dtype=np.int64)
+    row_of[rows_g] = np.arange(n_rows)
+    row = row_of[group]
+    local = np.arange(group.size) - off[group]
+    # Slot state [a, mu_x, mu_y, c00, c01, c10, c11]; the means also live in (2, rows, slots)
+    # for the distance pass, +inf for dead and unused slots (their distance is +inf).
+    st = np.zeros((n_rows, n_slots, 7))
+    st[row, local, 0] = alpha
+    st[row, local, 1:3] = mu
+    st[row, local, 3:7] = cov.reshape(-1, 4)
+    mxy = np.full((2, n_rows, n_slots), np.inf)
+    mxy[0, row, local] = mu[:, 0]
+    mxy[1, row, local] = mu[:, 1]
+    live = np.zeros((n_rows, n_slots), dtype=bool)
+    live[row, local] = True
+    rowmin = np.full((n_rows, n_slots), np.inf)
+    nn = np.full((n_rows, n_slots), -1, dtype=np.int64)
+    _initial_neighbours(mu, group, local, n_g, rowmin, nn, row)
+
+    m_sorted = merges[rows_g]
+    # Rows still merging in round t (merges > t), and the widest of them (slots < n + t in use).
+    alive_at = np.searchsorted(-m_sorted, -np.arange(int(m_sorted[0]) + 1), side="left").tolist()
+    n_max = np.maximum.accumulate(n_g[rows_g]).tolist()
+    nxt = n_g[rows_g].astype(np.int64)  # next free slot l of every row
+    base = np.arange(n_rows) * n_slots
+    slot_idx = np.arange(n_slots)
+    sf, rf, nf, lf = st.reshape(-1, 7), rowmin.reshape(-1), nn.reshape(-1), live.reshape(-1)
+    xf, yf = mxy[0].reshape(-1), mxy[1].reshape(-1)
+    inf = np.inf
+    alive = n_rows
+    t = 0
+    while alive:
+        na = alive_at[t] if t < len(alive_at) else 0  # rows with more than t merges
+        if na < alive:
+            alive = na
+            nxt, base = nxt[:na], base[:na]
+            if na == 0:
+                break
+        if na <= _SCALAR_TAIL_GROUPS:
+            a_live = st[:na, :, 0][live[:na]]
+            m_live = mxy[:, :na][:, live[:na]]
+            if (a_live > 0).all() and np.isfinite(m_live).all():  # no NaN can appear
+                _finish_rows(na, st, mxy, live, rowmin, nn, nxt.tolist(),
+                             (nxt + m_sorted[:na] - t).tolist())
+                break
+        width = n_max[na - 1] + t  # slots in use are < l
+        rm, nv = rowmin[:na, :width], nn[:na, :width]
+        i = rm.argmin(axis=1)
+        fi = base + i
+        j = nf[fi]
+        vmin = rf[fi]
+        if not np.isfinite(vmin).all():
+            # Only identical-centre pairs left: merge the first two live components (the original
+            # merged with an empty slot and produced NaN means).
+            deg = ~np.isfinite(vmin)
+            lv = live[:na][deg].copy()
+            first = lv.argmax(axis=1)
+            lv[np.arange(lv.shape[0]), first] = False
+            i, j = i.copy(), j.copy()
+            i[deg], j[deg] = first, lv.argmax(axis=1)
+            fi = base + i
+        fj = base + j
+        pi, pj = sf[fi], sf[fj]
+        ai, aj = pi[:, 0:1], pj[:, 0:1]
+        beta = ai + aj
+        # new = (ai * p_i + aj * p_j) / beta: the mean, and (with + harmonic * dm dm^T) the
+        # covariance of the merged component, in the original's operation order.
+        new = ai * pi + aj * pj
+        dm = pi[:, 1:3] - pj[:, 1:3]
+        harmonic = (ai * aj) / beta
+        new[:, 3:7] += harmonic * (dm[:, :, None] * dm[:, None, :]).reshape(-1, 4)
+        new /= beta
+        new[:, 0:1] = beta
+        dead = np.concatenate([fi, fj])
+        lf[dead] = False
+        rf[dead] = inf
+        nf[dead] = -1
+        xf[dead] = inf
+        diff = mxy[:, :na, :width] - new[:, 1:3].T[:, :, None]
+        diff *= diff
+        dnew = np.sqrt(diff[0] + diff[1])
+        better = dnew < rm
+        better &= dnew != 0  # QUIRK: a zero distance counts as inf
+        np.copyto(rm, dnew, where=better)
+        np.copyto(nv, nxt[:, None], where=better)
+        # Rows whose neighbour is gone (and the new component is not nearer): recompute.
+        stale = (nv == i[:, None]) | (nv == j[:, None])
+        fl = base + nxt
+        sf[fl] = new
+        xf[fl] = new[:, 1]
+        yf[fl] = new[:, 2]
+        lf[fl] = True
+        sidx = np.flatnonzero(stale)
+        if sidx.size:
+            sa, sr = np.divmod(sidx, width)
+            diff = mxy[:, sa, :] - mxy[:, sa, sr][:, :, None]
+            diff *= diff
+            ds = np.sqrt(diff[0] + diff[1])
+            ok = live[sa] & (slot_idx[None, :] > sr[:, None])
+            ds[~ok | (ds == 0)] = inf
+            p = ds.argmin(axis=1)
+            v = ds[np.arange(p.size), p]
+            rowmin[sa, sr] = v
+            nn[sa, sr] = np.where(np.isfinite(v), p, -1)
+        nxt += 1
+        t += 1
+    order = np.argsort(rows_g, kind="stable")  # state row of every group, groups ascending
+    gg, ss = np.nonzero(live[order])
+    out = st[order[gg], ss]
+    return out[:, 0].copy(), out[:, 1:3].copy(), out[:, 3:7].reshape(-1, 2, 2), rows_g[order][gg]
+
+
+def _finish_rows(n_rows, st, mxy, live, rowmin, nn, nxt, end):
+    """Continue the merges of state rows 0..n_rows-1 up to slot end[r], in Python floats.
+
+    The same operations in the same order as the vectorised rounds (IEEE double either way, and
+    math.sqrt is correctly rounded like np.sqrt), so the results are bit for bit the same; only
+    called when every live weight is > 0 and every mean finite (no NaN can arise).
+    """
+    inf = math.inf
+    sqrt = math.sqrt
+    for r in range(n_rows):
+        a, x, y = st[r, :, 0].tolist(), mxy[0, r].tolist(), mxy[1, r].tolist()
+        c0, c1, c2, c3 = (st[r, :, q].tolist() for q in (3, 4, 5, 6))
+        rm, nb = rowmin[r].tolist(), nn[r].tolist()
+        lv = np.flatnonzero(live[r]).tolist()  # live slots, ascending
+        for new in range(nxt[r], end[r]):
+            i = min(lv, key=rm.__getitem__)  # first row with the smallest distance
+            if rm[i] == inf:
+                i, j = lv[0], lv[1]
+            else:
+                j = nb[i]
+            ai, aj = a[i], a[j]
+            beta = ai + aj
+            xi, xj, yi, yj = x[i], x[j], y[i], y[j]
+            mx = (ai * xi + aj * xj) / beta
+            my = (ai * yi + aj * yj) / beta
+            h = (ai * aj) / beta
+            dx, dy = xi - xj, yi - yj
+            c0[new] = (ai * c0[i] + aj * c0[j] + h * (dx * dx)) / beta
+            c1[new] = (ai * c1[i] + aj * c1[j] + h * (dx * dy)) / beta
+            c2[new] = (ai * c2[i] + aj * c2[j] + h * (dy * dx)) / beta
+            c3[new] = (ai * c3[i] + aj * c3[j] + h * (dy * dy)) / beta
+            a[new], x[new], y[new] = beta, mx, my
+            lv.remove(i)
+            lv.remove(j)
+            rm[i] = rm[j] = inf
+            nb[i] = nb[j] = -1
+            stale = []
+            for s in lv:
+                if nb[s] == i or nb[s] == j:
+                    stale.append(s)
+                    continue
+                ex, ey = x[s] - mx, y[s] - my
+                d = sqrt(ex * ex + ey * ey)
+                if d < rm[s] and d != 0:
+                    rm[s], nb[s] = d, new
+            lv.append(new)
+            for s in stale:
+                best, arg = inf, -1
+                xs, ys = x[s], y[s]
+                for c in lv:
+                    if c > s:
+                        ex, ey = x[c] - xs, y[c] - ys
+                        d = sqrt(ex * ex + ey * ey)
+                        if d < best and d != 0:
+                            best, arg = d, c
+                rm[s], nb[s] = best, arg
+        keep = np.zeros(live.shape[1], dtype=bool)
+        keep[lv] = True
+        live[r] = keep
+        st[r, :, 0], st[r, :, 1], st[r, :, 2] = a, x, y
+        st[r, :, 3], st[r, :, 4], st[r, :, 5], st[r, :, 6] = c0, c1, c2, c3
+
+
+def agglomerative_init_batch(alpha, mu, cov, group, k, n_groups=None):
+    """:func:`agglomerative_init` for many independent groups at once (see
+    :func:`_agglomerative_core`).
+
+    Args:
+        alpha: (T,) weights. mu: (T, 2). cov: (T, 2, 2).
+        group: (T,) group id of every member, non-decreasing (members of a group contiguous,
+            in their order).
+        k: (G,) components wanted per group.
+        n_groups: G (default: group.max() + 1).
+
+    Returns:
+        (beta (K,), mu (K, 2), cov (K, 2, 2), group (K,)): per group min(n_g, k_g) components in
+        the order of :func:`agglomerative_init`, groups in increasing order.
+    """
+    return _agglomerative_core(alpha, mu, cov, group, k, n_groups)
 
 
 STATUS_CONVERGED = "converged"
@@ -404,7 +501,7 @@ def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=
     n_g, _ = _group_layout(group, n_groups)
     status = ["running"] * n_groups
     iters = np.zeros(n_groups, dtype=np.int64)
-    cost = np.array([init_cost(int(a), int(b)) for a, b in zip(n_g, k)])
+    cost = init_costs(n_g, k)
     over = cost > budget.init_work
     for g in np.flatnonzero(over):
         logger.warning("n=%d k=%d: %s", n_g[g], k[g], MSG_INIT_BUDGET)
@@ -420,26 +517,41 @@ def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=
     per = kk[group]
     pm = np.repeat(np.arange(group.size), per)
     pc = coff[group][pm] + (np.arange(pm.size) - np.repeat(np.cumsum(per) - per, per))
-    seg = np.cumsum(per) - per
     var_fx, var_fy = cov[pm, 0, 0], cov[pm, 1, 1]
-    mfx, mfy = mu[pm, 0], mu[pm, 1]
-    local_c = pc - coff[group][pm]
+    with np.errstate(invalid="ignore"):
+        sd_fx, sd_fy = np.sqrt(var_fx), np.sqrt(var_fy)  # fixed over the iterations
+    pairs_all = (pm, pc, var_fx, var_fy, sd_fx, sd_fy, mu[pm, 0], mu[pm, 1], pc - coff[group][pm],
+                 np.cumsum(per) - per)
 
-    def kl_all(mu_c, cov_c):
-        vgx, vgy = cov_c[pc, 0, 0], cov_c[pc, 1, 1]
+    def kl_min(mu_c, cov_c, pairs):
+        """Hard E-step over the given pairs: (first argmin component, min KL) per member."""
+        p_m, p_c, vfx, vfy, sfx, sfy, mfx, mfy, loc, seg = pairs
+        # Per component first, then gathered per pair: the same values as per-pair sqrt / mean.
+        vx, vy = cov_c[:, 0, 0], cov_c[:, 1, 1]
         with np.errstate(divide="ignore", invalid="ignore"):
-            kl = (np.log(np.sqrt(vgx) / np.sqrt(var_fx)) + np.log(np.sqrt(vgy) / np.sqrt(var_fy))
-                  + (var_fx + (mfx - mu_c[pc, 0]) ** 2) / (2.0 * vgx)
-                  + (var_fy + (mfy - mu_c[pc, 1]) ** 2) / (2.0 * vgy))
+            sx, sy = np.sqrt(vx)[p_c], np.sqrt(vy)[p_c]
+            dx = mfx - mu_c[p_c, 0]
+            dy = mfy - mu_c[p_c, 1]
+            kl = (np.log(sx / sfx) + np.log(sy / sfy)
+                  + (vfx + dx * dx) / (2.0 * vx[p_c])
+                  + (vfy + dy * dy) / (2.0 * vy[p_c]))
         kl[np.isnan(kl)] = np.inf
         mn = np.minimum.reduceat(kl, seg)
         # First component reaching the minimum, per member (pairs are member-major, components in
         # order, and every member has at least one hit since mn is taken over its own pairs).
-        hit = np.flatnonzero(kl == mn[pm])
-        ph = pm[hit]
-        first = local_c[hit[np.r_[True, ph[1:] != ph[:-1]]]]
-        return first, mn
+        hit = np.flatnonzero(kl == mn[p_m])
+        ph = p_m[hit]
+        return loc[hit[np.r_[True, ph[1:] != ph[:-1]]]], mn
 
+    def pairs_of(members):
+        """The pair arrays restricted to the given (ascending) members."""
+        cnt = per[members]
+        sel = np.repeat(seg_all[members], cnt) + _ragged(cnt)
+        sub = tuple(a[sel] for a in pairs_all[1:9])
+        p_m = np.repeat(np.arange(members.size), cnt)
+        return (p_m, *sub, np.cumsum(cnt) - cnt)
+
+    seg_all = pairs_all[9]
     running = np.zeros(n_groups, dtype=bool)
     running[np.unique(group)] = True
     d_val = np.full(n_groups, np.inf)
@@ -447,7 +559,13 @@ def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=
     used = np.zeros(n_groups)
     step = n_g.astype(np.float64) * kk
     use_em = np.zeros(n_groups, dtype=bool)
-    assign = None
+    # A group whose assignment did not change in an iteration is at a fixed point: the next
+    # M-step reproduces its parameters bit for bit, so its E-step, and hence its objective, are
+    # those of the last iteration (delta = 0). Such groups are "frozen": the loop below keeps
+    # their bookkeeping (iterations, budget, status) exactly as if they were recomputed, but skips
+    # their arithmetic.
+    frozen = np.zeros(n_groups, dtype=bool)
+    assign, min_kl = None, None
     while running.any():
         with np.errstate(invalid="ignore"):
             go_on = (delta > epsilon) & (iters < max_iter)
@@ -471,13 +589,25 @@ def collapse_batch(alpha, mu, cov, group, k, max_iter=20, epsilon=1e-10, budget=
         used[running] += need[running]
         iters[running] += 1
         if assign is None:
-            assign, _ = kl_all(mu_c, cov_c)
-        comp = coff[group] + assign
-        act_m = running[group]
-        nb, nm, nc = m_step(alpha[act_m], mu[act_m], cov[act_m], comp[act_m], beta, mu_c, cov_c)
-        upd = running[cgrp]
-        beta[upd], mu_c[upd], cov_c[upd] = nb[upd], nm[upd], nc[upd]
-        assign, min_kl = kl_all(mu_c, cov_c)
+            assign, min_kl = kl_min(mu_c, cov_c, pairs_all)
+        act = running & ~frozen
+        act_m = act[group]
+        if act_m.any():
+            comp = coff[group] + assign
+            nb, nm, nc = m_step(alpha[act_m], mu[act_m], cov[act_m], comp[act_m], beta, mu_c,
+                                cov_c)
+            upd = act[cgrp]
+            beta[upd], mu_c[upd], cov_c[upd] = nb[upd], nm[upd], nc[upd]
+            if act_m.all():
+                new_assign, new_min = kl_min(mu_c, cov_c, pairs_all)
+            else:
+                members = np.flatnonzero(act_m)
+                new_assign, new_min = kl_min(mu_c, cov_c, pairs_of(members))
+            changed = np.bincount(group[act_m], weights=new_assign != assign[act_m],
+                                  minlength=n_groups) > 0
+            frozen |= act & ~changed
+            assign[act_m] = new_assign
+            min_kl[act_m] = new_min
         d_new = np.bincount(group, weights=alpha * min_kl, minlength=n_groups)
         with np.errstate(invalid="ignore"):
             delta = np.where(running, d_val - d_new, delta)

@@ -1,4 +1,4 @@
-"""Benchmark of the EM-Merger (utils/em_merger.py) against plain IoU-NMS on simulated detector output.
+"""Benchmark of the EM-Merger (utils/em_merger.py) against plain IoU-NMS on simulated detections.
 
 Scenes are photo-sized (3264x2448) packed shelves from ``synthetic.make_layout``; raw detections are
 simulated per object (several jittered boxes, boxes straddling two touching neighbours, background

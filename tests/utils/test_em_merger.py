@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from object_detector_retinanet.keras_retinanet.utils import em_merger as em
+from object_detector_retinanet.keras_retinanet.utils import mog
 from object_detector_retinanet.keras_retinanet.utils.em_merger import (
     EmMergerConfig,
     analyse_blobs,
@@ -354,3 +355,22 @@ def test_heat_mask_equals_quantised_map_above_zero():
         np.testing.assert_array_equal(em.heat_mask(heat, vmin, vmax, t), want)
     flat = np.full(5, 2.0)  # constant map: scale 0, nothing above the threshold
     assert not em.heat_mask(flat, 2.0, 2.0, 4).any()
+
+
+@pytest.mark.skipif(not mog._HAVE_NUMBA, reason="numba not installed")
+def test_numba_and_numpy_paths_give_identical_merges(monkeypatch):
+    # The numba agglomerative kernel does the NumPy path's float operations in the same order:
+    # the merged output (every column of every row) must be identical, not just close.
+    scenes = [_scene(s, objects=10) for s in (3, 4, 5)]
+    rng = np.random.default_rng(2)
+    crowd = np.concatenate([_cluster(rng, [20 + 35 * i, 30, 55 + 35 * i, 110], 9, jitter=6.0)
+                            for i in range(8)])  # touching, heavily jittered: big blobs, k > 1
+    crowd[:, :4] = np.clip(crowd[:, :4], 0, 320)
+    scenes.append((crowd, (160, 330)))
+    for det, shape in scenes:
+        monkeypatch.setattr(mog, "USE_NUMBA", False)
+        want = merge_detections(det, shape)
+        monkeypatch.setattr(mog, "USE_NUMBA", True)
+        got = merge_detections(det, shape)
+        assert got.shape == want.shape and got.shape[0] > 0
+        np.testing.assert_array_equal(got, want)

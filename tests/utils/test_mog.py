@@ -214,17 +214,23 @@ def _random_groups(rng, n_groups, max_n, integer_centres=False):
             np.concatenate(groups), np.array(ks))
 
 
+needs_numba = pytest.mark.skipif(not mog._HAVE_NUMBA, reason="numba not installed")
+BACKENDS = [pytest.param(False, id="numpy"), pytest.param(True, id="numba", marks=needs_numba)]
+
+
+@pytest.mark.parametrize("use_numba", BACKENDS)
 @pytest.mark.parametrize("tail", [0, 3, 10**9])
 @pytest.mark.parametrize("integer_centres", [False, True])
 def test_agglomerative_batch_is_bitwise_the_reference_on_every_path(tail, integer_centres,
-                                                                      monkeypatch):
+                                                                      use_numba, monkeypatch):
     # The lockstep rounds (tail 0), the default mix, and the plain-float continuation alone
     # (tail 10**9) do the reference's operations in the reference's order: equal bit for bit,
     # including the tie-breaks of integer centres (many equal distances) and identical centres.
+    # The numba kernel (tail irrelevant there) too.
     monkeypatch.setattr(mog, "_SCALAR_TAIL_GROUPS", tail)
     rng = np.random.default_rng(11 + integer_centres)
     alpha, mu, cov, group, ks = _random_groups(rng, 14, 45, integer_centres)
-    ba, bm, bc, bg = agglomerative_init_batch(alpha, mu, cov, group, ks)
+    ba, bm, bc, bg = agglomerative_init_batch(alpha, mu, cov, group, ks, use_numba=use_numba)
     for g in range(len(ks)):
         sel = group == g
         ra, rm, rc = _reference_agglomerative(alpha[sel], mu[sel], cov[sel], ks[g])
@@ -254,16 +260,122 @@ def _reference_collapse(alpha, mu, cov, k, max_iter):
     return "converged", it, (mc, cc)
 
 
+@pytest.mark.parametrize("use_numba", BACKENDS)
 @pytest.mark.parametrize("max_iter", [1, 2, 20])
-def test_collapse_batch_matches_plain_em_loop(max_iter):
+def test_collapse_batch_matches_plain_em_loop(max_iter, use_numba):
     # collapse_batch skips the arithmetic of groups whose assignment stopped changing (their next
     # iteration is a fixed point); statuses, iteration counts and parameters must still be those
     # of the plain loop, including groups cut off by max_iter.
     rng = np.random.default_rng(21)
     alpha, mu, cov, group, ks = _random_groups(rng, 16, 30)
-    _b, m, c, cg, status, iters = collapse_batch(alpha, mu, cov, group, ks, max_iter=max_iter)
+    _b, m, c, cg, status, iters = collapse_batch(alpha, mu, cov, group, ks, max_iter=max_iter,
+                                                 use_numba=use_numba)
     for g in range(len(ks)):
         sel = group == g
         st, it, (rm, rc) = _reference_collapse(alpha[sel], mu[sel], cov[sel], ks[g], max_iter)
         assert (status[g], int(iters[g])) == (st, it), g
         assert m[cg == g] == pytest.approx(rm) and c[cg == g] == pytest.approx(rc)
+
+
+# --- numba kernel == NumPy path, bit for bit ------------------------------------------------------
+
+
+def _hard_case(rng, case):
+    """One batch of groups of a given difficulty: alpha, mu, cov, group, k."""
+    if case == "integer_ties":  # many equal distances: the first-in-row-major tie-break decides
+        return _random_groups(rng, 20, 40, integer_centres=True)
+    if case == "identical":  # every centre equal in some groups: only the fallback pair merges
+        alpha, mu, cov, group, ks = _random_groups(rng, 8, 25, integer_centres=True)
+        for g in (0, 3, 5):
+            mu[group == g] = mu[group == g][0]
+        return alpha, mu, cov, group, ks
+    if case == "zero_weights":  # alpha = 0 members: 0 / 0 -> NaN means, NaN distances
+        alpha, mu, cov, group, ks = _random_groups(rng, 12, 30, integer_centres=True)
+        alpha[rng.random(alpha.size) < 0.4] = 0.0
+        alpha[group == 2] = 0.0  # a whole group of zero weights
+        return alpha, mu, cov, group, ks
+    if case == "nan_centres":  # NaN input means (not produced by the merger): NaN semantics
+        alpha, mu, cov, group, ks = _random_groups(rng, 10, 25)
+        mu[rng.integers(0, alpha.size, 4), rng.integers(0, 2, 4)] = np.nan
+        return alpha, mu, cov, group, ks
+    if case == "large":  # a few big groups next to tiny ones (k = 1 and k = n - 1 included)
+        alpha, mu, cov, group, ks = _random_groups(rng, 6, 120)
+        ks[0], ks[1] = 1, np.bincount(group)[1] - 1
+        return alpha, mu, cov, group, ks
+    return _random_groups(rng, 15, 35)
+
+
+CASES = ["random", "integer_ties", "identical", "zero_weights", "nan_centres", "large"]
+
+
+@needs_numba
+@pytest.mark.parametrize("case", CASES)
+def test_numba_agglomerative_is_bitwise_the_numpy_path(case):
+    rng = np.random.default_rng(CASES.index(case))
+    for _ in range(6):
+        args = _hard_case(rng, case)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = agglomerative_init_batch(*args, use_numba=False)
+        got = agglomerative_init_batch(*args, use_numba=True)
+        for w, g_ in zip(want, got):
+            assert w.dtype == g_.dtype and w.shape == g_.shape
+            np.testing.assert_array_equal(g_, w)  # NaN == NaN here (zero-weight merges)
+        if case in ("zero_weights", "nan_centres"):
+            assert np.isnan(want[1]).any()  # the NaN paths were exercised
+
+
+@needs_numba
+def test_numba_collapse_batch_is_bitwise_the_numpy_path_with_budgets_and_max_iter():
+    rng = np.random.default_rng(5)
+    for max_iter in range(1, 21):
+        alpha, mu, cov, group, ks = _hard_case(rng, ["random", "integer_ties", "identical"][
+            max_iter % 3])
+        n_g = np.bincount(group)
+        # Small budgets: some groups above the init budget, the EM budget running out midway.
+        budget = CollapseBudget(init_work=float(np.median(mog.init_costs(n_g, ks))),
+                                em_work=float(rng.choice([1e8, 40.0 * n_g.max()])))
+        want = collapse_batch(alpha, mu, cov, group, ks, max_iter, budget=budget,
+                              use_numba=False)
+        got = collapse_batch(alpha, mu, cov, group, ks, max_iter, budget=budget, use_numba=True)
+        for w, g_ in zip(want[:4], got[:4]):
+            np.testing.assert_array_equal(g_, w)
+        assert got[4] == want[4] and (got[5] == want[5]).all()
+        assert "init_budget" in want[4]
+
+
+def test_backend_selection_is_explicit(monkeypatch):
+    calls = []
+    monkeypatch.setattr(mog, "_agglomerative_numba", lambda *a: calls.append(a) or
+                        mog._agglomerative_core(*a))
+    alpha, mu, cov, group, ks = _random_groups(np.random.default_rng(1), 3, 10)
+    monkeypatch.setattr(mog, "USE_NUMBA", False)
+    agglomerative_init_batch(alpha, mu, cov, group, ks)
+    assert not calls  # the switch off: NumPy path
+    if mog._HAVE_NUMBA:
+        monkeypatch.setattr(mog, "USE_NUMBA", True)
+        agglomerative_init_batch(alpha, mu, cov, group, ks)
+        assert len(calls) == 1  # the switch on: numba path
+        agglomerative_init_batch(alpha, mu, cov, group, ks, use_numba=False)
+        assert len(calls) == 1  # the argument overrides the switch
+    monkeypatch.setattr(mog, "_HAVE_NUMBA", False)
+    monkeypatch.setattr(mog, "USE_NUMBA", True)
+    agglomerative_init_batch(alpha, mu, cov, group, ks)  # no numba: NumPy whatever the switch
+    assert len(calls) == (1 if calls else 0)
+    with pytest.raises(RuntimeError, match="numba is not installed"):
+        agglomerative_init_batch(alpha, mu, cov, group, ks, use_numba=True)
+    assert mog.warm_up() >= 0.0  # a no-op without numba
+
+
+@needs_numba
+def test_numba_kernel_in_threads_gives_the_same_results():
+    # predict merges in a thread while TensorFlow runs: concurrent calls must not interfere.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(9)
+    cases = [_random_groups(rng, 10, 30) for _ in range(8)]
+    want = [agglomerative_init_batch(*c, use_numba=False) for c in cases]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda c: agglomerative_init_batch(*c, use_numba=True), cases * 3))
+    for i, g_ in enumerate(got):
+        for a, b in zip(g_, want[i % len(cases)]):
+            np.testing.assert_array_equal(a, b)

@@ -222,6 +222,10 @@ def main(argv=None):
     model, has_soft_iou = load_inference_model(
         args.model, args.backbone, generator.num_classes(), args.score_threshold
     )
+    if args.merger == "em":
+        from object_detector_retinanet.keras_retinanet.utils.mog import warm_up
+
+        warm_up()  # pay numba's one-off start-up (~0.1 s) now, not inside the first merge
     paths.create_folder(args.results_dir)
     results_path = results_filename(args.results_dir, args.hard_score_rate, paths.safe_timestamp())
     predict_images(

@@ -11,7 +11,10 @@ Owns the whole merger of one image, from raw detections to one kept detection pe
 7. final IoMin-0.3 suppression (§10.8), via :func:`.boxes.non_max_suppression`.
 
 Every KEEP and QUIRK of the spec is kept (marked ``# QUIRK:``); bugs B2, B9-B15 are fixed (marked
-with their number). NumPy/SciPy/OpenCV only; no file I/O, no globals mutated, deterministic.
+with their number). NumPy/SciPy/OpenCV (plus numba when installed: the agglomerative init of
+:mod:`.mog` then runs as a compiled kernel with bit-identical results; ``mog.USE_NUMBA = False``
+forces the NumPy path, ``mog.warm_up()`` pays numba's one-time start-up ahead of the first merge);
+no file I/O, no globals mutated, deterministic.
 
 Deviation for speed (documented, tested): the heat map is rendered at a reduced resolution. The
 original paints a full-resolution float64 map (8 M pixels for a 3264x2448 photo) in a Python loop;

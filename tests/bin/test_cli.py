@@ -159,3 +159,14 @@ def test_b24_multi_class_map_is_rejected_before_stage2_and_predict(root, tmp_pat
         train_iou.main(["--weights", str(weights), "csv", "--classes", str(classes)])
     with pytest.raises(SystemExit, match="single-class"):
         predict.main(["csv", "--classes", str(classes), str(weights)])
+
+
+def test_predict_selection_needs_a_soft_score(root, tmp_path, capsys):
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"")
+    assert predict.parse_args(["--selection", "soft_iou", "csv", str(weights)]).selection == (
+        "soft_iou"
+    )
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--selection", "soft_iou", "csv", str(weights), "--hard_score_rate=1"])
+    assert "needs the soft score" in capsys.readouterr().err

@@ -109,6 +109,14 @@ def parse_args(argv=None):
         default="em",
         help="Post-processor: the EM-Merger (default) or plain IoU-NMS at 0.5.",
     )
+    parser.add_argument(
+        "--selection",
+        choices=("original", "confidence", "hard", "soft_iou", "consensus", "candidate_iou"),
+        default="original",
+        help="How the EM-Merger picks one detection per object: 'original' (default, the "
+        "paper's code: 0.5*confidence + 0.5*hard) or e.g. 'soft_iou' (the Soft-IoU score; better "
+        "when objectness is a poor guide to box quality). See scripts/bench_merger.py.",
+    )
     parser.add_argument("--image-min-side", type=int, default=config.TrainConfig.image_min_side)
     parser.add_argument("--image-max-side", type=int, default=config.TrainConfig.image_max_side)
     args = parser.parse_args(argv)
@@ -142,6 +150,10 @@ def check_args(parser, args):
         if args.results_dir
         else os.path.join(paths.root_dir(), "results")
     )
+    if args.selection in ("soft_iou", "consensus", "candidate_iou") and args.hard_score_rate >= 1:
+        parser.error(  # the merger recovers soft = (confidence - r * hard) / (1 - r)
+            f"--selection {args.selection} needs the soft score: use --hard_score_rate below 1."
+        )
     if not 0 < args.max_detections:
         parser.error("--max-detections must be positive.")
     return args
@@ -236,7 +248,9 @@ def main(argv=None):
         hard_score_rate=args.hard_score_rate,
         score_threshold=args.score_threshold,
         max_detections=args.max_detections,
-        merger_config=EmMergerConfig() if args.merger == "em" else None,
+        merger_config=EmMergerConfig(selection=args.selection, hard_score_rate=args.hard_score_rate)
+        if args.merger == "em"
+        else None,
         merge_fn=None if args.merger == "em" else nms_merge,
         merge_processes=0,  # merge image i in a thread while the network runs on image i + 1
         image_min_side=args.image_min_side,

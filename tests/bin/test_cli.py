@@ -99,6 +99,8 @@ def recipe(tiny_dataset, tmp_path_factory):
             ["--weights", second[0], "--epochs", "1", "--steps", "2", *common, "csv"]
         )
         iou = glob.glob(str(out / "snap" / "*" / "iou_resnet50_csv_01.weights.h5"))
+        h4 = train_iou.main(["--snapshot", iou[0], "--epochs", "2", "--steps", "1", *common, "csv"])
+        iou2 = glob.glob(str(out / "snap" / "*" / "iou_resnet50_csv_02.weights.h5"))
         results = predict.main(
             [
                 "--image-min-side",
@@ -116,7 +118,18 @@ def recipe(tiny_dataset, tmp_path_factory):
         )
     finally:
         del os.environ["SKU110K_ROOT"]
-    return dict(out=out, h1=h1, h2=h2, h3=h3, first=first, second=second, iou=iou, results=results)
+    return dict(
+        out=out,
+        h1=h1,
+        h2=h2,
+        h3=h3,
+        h4=h4,
+        first=first,
+        second=second,
+        iou=iou,
+        iou2=iou2,
+        results=results,
+    )
 
 
 @pytest.mark.slow
@@ -137,6 +150,11 @@ def test_resume_continues_the_epoch_count(recipe):
 def test_train_iou_writes_a_loadable_snapshot(recipe):
     assert len(recipe["iou"]) == 1
     assert np.isfinite(recipe["h3"].history["loss"]).all()
+
+
+@pytest.mark.slow
+def test_b21_train_iou_resumes_its_own_snapshot(recipe):
+    assert recipe["h4"].epoch == [1] and len(recipe["iou2"]) == 1
 
 
 @pytest.mark.slow
@@ -170,3 +188,10 @@ def test_predict_selection_needs_a_soft_score(root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.parse_args(["--selection", "soft_iou", "csv", str(weights), "--hard_score_rate=1"])
     assert "needs the soft score" in capsys.readouterr().err
+
+
+def test_an_empty_validation_csv_means_no_validation(root, tmp_path, capsys):
+    empty = tmp_path / "annotations_val.csv"
+    empty.write_text("")
+    assert train.parse_args(["csv", "--val-annotations", str(empty)]).val_annotations is None
+    assert "training without validation" in capsys.readouterr().out

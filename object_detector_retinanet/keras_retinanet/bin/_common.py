@@ -287,6 +287,9 @@ def check_train_args(parser, args, stage: "Stage"):
         args.val_annotations = paths.resolve_path(args.val_annotations)
         if not os.path.isfile(args.val_annotations):
             parser.error(f"--val-annotations: file not found: {args.val_annotations}")
+    if args.val_annotations and os.path.getsize(args.val_annotations) == 0:
+        print(f"{args.val_annotations} is empty: training without validation.")
+        args.val_annotations = None
     args.snapshot_path = _resolve_default(
         args.snapshot_path, os.path.join(paths.root_dir(), "snapshot")
     )
@@ -312,7 +315,11 @@ def check_train_args(parser, args, stage: "Stage"):
 # Runtime set-up (imports TensorFlow)
 # --------------------------------------------------------------------------------------------- #
 def setup_devices(gpu=None, multi_gpu=0):
-    """Select GPUs (CUDA_VISIBLE_DEVICES, as the original) and enable memory growth (PORT)."""
+    """Select GPUs (CUDA_VISIBLE_DEVICES) and enable memory growth (PORT).
+
+    The original always set CUDA_VISIBLE_DEVICES, to "0" without --gpu; here it is set only when
+    --gpu (or --multi-gpu without --gpu) asks, so data-parallel runs see every GPU.
+    """
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     elif multi_gpu > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:

@@ -10,7 +10,7 @@ This module imports nothing heavy (no TensorFlow, no Keras).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # --- Layer and output names (spec §5.8): a stable API, used by get_layer, loss dicts, by-name
 # weight loading and the stage-2 freezing rule ("iou" in the name => trainable in stage 2). ---
@@ -88,17 +88,3 @@ class PredictConfig:
     hard_score_rate: float = 0.5  # confidence = r * hard + (1 - r) * soft
     max_detections: int = 9999  # top-k by confidence fed to the EM-Merger
     draw_threshold: float = 0.5  # draw merged detections with confidence > 0.5
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """All default configs in one object (handy for CLIs and tests)."""
-
-    anchors: AnchorConfig = field(default_factory=AnchorConfig)
-    targets: TargetConfig = field(default_factory=TargetConfig)
-    losses: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    predict: PredictConfig = field(default_factory=PredictConfig)
-
-
-DEFAULTS = Defaults()

@@ -14,7 +14,6 @@ import argparse
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -636,12 +635,3 @@ def load_initial_weights(args, model):
             f"Loaded {len(report['loaded'])} layers from {path} "
             f"({len(report['missing'])} layers not in the file keep their initial values)."
         )
-
-
-def run_cli(main_fn, argv=None):
-    """Entry-point helper: turn expected failures into a one-line error and exit status 1."""
-    try:
-        return main_fn(argv)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc

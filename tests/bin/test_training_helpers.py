@@ -75,3 +75,11 @@ def test_mixed_precision_keeps_float32_outputs():
         assert all(o.dtype == "float32" for o in model.outputs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fixed_steps_pickles_for_process_workers():
+    import pickle
+
+    steps = _common.fixed_steps(_Groups(4), steps=3, seed=2, initial_epoch=1)
+    clone = pickle.loads(pickle.dumps(steps))
+    assert [int(clone[i][0][0]) for i in range(3)] == [int(steps[i][0][0]) for i in range(3)]

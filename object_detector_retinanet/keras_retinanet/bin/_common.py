@@ -385,57 +385,11 @@ def create_generators(args, targets_fn):
     return train, val
 
 
-def single_output_targets(targets):
-    """Keras 3 wants a bare array (not a one-key dict) as the target of a single-output model."""
-    if isinstance(targets, dict) and len(targets) == 1:
-        return next(iter(targets.values()))
-    return targets
+def fixed_steps(generator, steps, **kwargs):
+    """``FixedSteps(generator, steps, **kwargs)``: exactly ``steps`` batches per epoch."""
+    from object_detector_retinanet.keras_retinanet.preprocessing.generator import FixedSteps
 
-
-def fixed_steps(
-    generator, steps, seed=None, initial_epoch=0, workers=1, use_multiprocessing=False, shuffle=True
-):
-    """A PyDataset of exactly ``steps`` batches per epoch drawn from ``generator``.
-
-    The original's generators were endless: ``--steps`` (10,000 by default) is not tied to the
-    dataset size, and each full pass over the groups came in a new random order. Global step
-    ``g = epoch * steps + i`` maps to pass ``g // len`` and a position in that pass's own
-    permutation (seeded by ``seed`` and the pass number), so passes are reshuffled, resumed runs
-    continue the sequence, and order does not depend on worker timing.
-    """
-    import keras
-    import numpy as np
-
-    class _FixedSteps(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=workers, use_multiprocessing=use_multiprocessing)
-            self.epoch = initial_epoch
-            self._orders = {}
-            self._base_seed = 0 if seed is None else seed
-
-        def __len__(self):
-            return steps
-
-        def _order(self, epoch_pass):
-            order = self._orders.get(epoch_pass)
-            if not shuffle:
-                order = np.arange(len(generator))
-            elif order is None:  # deterministic, so a race between workers only recomputes it
-                order = np.random.default_rng([self._base_seed, epoch_pass]).permutation(
-                    len(generator)
-                )
-                self._orders = {epoch_pass: order}
-            return order
-
-        def __getitem__(self, index):
-            epoch_pass, position = divmod(self.epoch * steps + index, len(generator))
-            inputs, targets = generator[int(self._order(epoch_pass)[position])]
-            return inputs, single_output_targets(targets)
-
-        def on_epoch_end(self):
-            self.epoch += 1
-
-    return _FixedSteps()
+    return FixedSteps(generator, steps, **kwargs)
 
 
 def snapshot_name(prefix, backbone, epoch):
@@ -599,7 +553,12 @@ def train(stage: Stage, args):
     callbacks, guard, _ = create_callbacks(args, stage, stamp)
     history = model.fit(
         fixed_steps(
-            train_gen, args.steps, args.seed, initial_epoch, args.workers, args.multiprocessing
+            train_gen,
+            args.steps,
+            seed=args.seed,
+            initial_epoch=initial_epoch,
+            workers=args.workers,
+            use_multiprocessing=args.multiprocessing,
         ),
         steps_per_epoch=args.steps,
         epochs=args.epochs,

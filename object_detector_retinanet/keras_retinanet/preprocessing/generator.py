@@ -299,3 +299,61 @@ class Generator(keras.utils.PyDataset):
         self.__dict__.update(state)
         self._transform_lock = threading.Lock()
         self._bad_lock = threading.Lock()
+
+
+def single_output_targets(targets):
+    """Keras 3 wants a bare array (not a one-key dict) as the target of a single-output model."""
+    if isinstance(targets, dict) and len(targets) == 1:
+        return next(iter(targets.values()))
+    return targets
+
+
+class FixedSteps(keras.utils.PyDataset):
+    """Exactly ``steps`` batches per epoch drawn from ``generator`` (what ``fit`` iterates).
+
+    The original's generators were endless: ``--steps`` (10,000 by default) is not tied to the
+    dataset size, and each full pass over the groups came in a new random order. Global step
+    ``g = epoch * steps + i`` maps to pass ``g // len(generator)`` and a position in that pass's
+    own permutation (seeded by ``seed`` and the pass number), so passes are reshuffled, a resumed
+    run (``initial_epoch``) continues the same sequence, and the order never depends on worker
+    timing. ``shuffle=False`` walks the groups in order (validation). A module-level class, so
+    process workers can pickle it.
+    """
+
+    def __init__(
+        self,
+        generator,
+        steps,
+        seed=None,
+        initial_epoch=0,
+        shuffle=True,
+        workers=1,
+        use_multiprocessing=False,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing)
+        self.generator = generator
+        self.steps = int(steps)
+        self.epoch = int(initial_epoch)
+        self.shuffle = shuffle
+        self.seed = 0 if seed is None else int(seed)
+        self._orders = {}
+
+    def __len__(self):
+        return self.steps
+
+    def _order(self, epoch_pass):
+        if not self.shuffle:
+            return np.arange(len(self.generator))
+        order = self._orders.get(epoch_pass)
+        if order is None:  # deterministic, so a race between workers only recomputes it
+            order = np.random.default_rng([self.seed, epoch_pass]).permutation(len(self.generator))
+            self._orders = {epoch_pass: order}
+        return order
+
+    def __getitem__(self, index):
+        epoch_pass, position = divmod(self.epoch * self.steps + index, len(self.generator))
+        inputs, targets = self.generator[int(self._order(epoch_pass)[position])]
+        return inputs, single_output_targets(targets)
+
+    def on_epoch_end(self):
+        self.epoch += 1

@@ -195,3 +195,14 @@ def test_an_empty_validation_csv_means_no_validation(root, tmp_path, capsys):
     empty.write_text("")
     assert train.parse_args(["csv", "--val-annotations", str(empty)]).val_annotations is None
     assert "training without validation" in capsys.readouterr().out
+
+
+def test_offline_imagenet_download_exits_with_advice(root, monkeypatch, capsys):
+    from object_detector_retinanet.keras_retinanet.models import backbone
+
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(backbone.keras.utils, "get_file", offline)
+    with pytest.raises(SystemExit, match="--imagenet-weights PATH"):
+        train.main(["csv"])  # the default: ImageNet weights

@@ -507,10 +507,19 @@ def train(stage: Stage, args):
     """Build, (re)load, compile and fit; returns the Keras ``History``.
 
     Raises:
-        RuntimeError: when the loss became NaN/inf (the last good snapshot is kept).
+        SystemExit: with a one-line message when the ImageNet weights cannot be downloaded, the
+            class map does not suit the stage, or the loss became NaN/inf (earlier snapshots are
+            kept).
     """
     setup_devices(args.gpu, args.multi_gpu)
     import keras
+
+    from object_detector_retinanet.keras_retinanet.models.weights import load_weights_by_name
+
+    try:  # first, so an offline download fails in seconds, not after building the model
+        init_weights = None if args.snapshot else initial_weights_path(args)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: {exc}") from exc
 
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -529,8 +538,12 @@ def train(stage: Stage, args):
     strategy = make_strategy(args.multi_gpu)
     with strategy.scope():
         model, weights_target = stage.build(args, num_classes)
-        if not args.snapshot:
-            load_initial_weights(args, weights_target)
+        if init_weights:
+            report = load_weights_by_name(weights_target, init_weights, skip_mismatch=True)
+            print(
+                f"Loaded {len(report['loaded'])} layers from {init_weights} "
+                f"({len(report['missing'])} layers not in the file keep their initial values)."
+            )
         model.compile(
             optimizer=make_optimizer(args.lr, args.clipnorm),
             loss=stage.losses(),
@@ -569,28 +582,21 @@ def train(stage: Stage, args):
         verbose=args.verbose,
     )
     if guard.diverged:
-        raise RuntimeError(
-            f"Training stopped: the loss became NaN/inf at step {guard.where} of the last epoch. "
+        raise SystemExit(
+            f"error: training stopped: the loss became NaN/inf at step {guard.where} of the last "
+            "epoch. "
             "Snapshots of earlier epochs are kept; lower --lr or keep --clipnorm."
         )
     return history
 
 
-def load_initial_weights(args, model):
-    """--weights (by name), --imagenet-weights (download or local file, by name), or nothing."""
+def initial_weights_path(args):
+    """The file to start from: --weights, a local --imagenet-weights PATH, the downloaded ImageNet
+    weights (the default of train.py), or None (--no-weights)."""
     from object_detector_retinanet.keras_retinanet.models.backbone import download_imagenet
-    from object_detector_retinanet.keras_retinanet.models.weights import load_weights_by_name
 
-    path = None
     if args.weights:
-        path = args.weights
-    elif args.imagenet_weights is True:
-        path = download_imagenet(args.backbone)
-    elif args.imagenet_weights:
-        path = args.imagenet_weights
-    if path:
-        report = load_weights_by_name(model, path, skip_mismatch=True)
-        print(
-            f"Loaded {len(report['loaded'])} layers from {path} "
-            f"({len(report['missing'])} layers not in the file keep their initial values)."
-        )
+        return args.weights
+    if args.imagenet_weights is True:
+        return download_imagenet(args.backbone)
+    return args.imagenet_weights or None

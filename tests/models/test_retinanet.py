@@ -188,3 +188,13 @@ def test_loading_an_unrelated_file_fails_clearly(model, tmp_path):
     _write_keras2_h5(path, {"dense": {"dense/kernel:0": np.zeros((2, 2), "float32")}})
     with pytest.raises(ValueError, match="no layer of this file matches"):
         load_weights_by_name(model, path)
+
+
+def test_has_layer_weights_tells_stage1_from_stage2_files(model, tmp_path):
+    from object_detector_retinanet.keras_retinanet.models.weights import has_layer_weights
+
+    stage1 = tmp_path / "resnet50_csv_01.weights.h5"
+    model.save_weights(stage1)
+    stage2 = tmp_path / "iou_resnet50_csv_01.weights.h5"
+    add_iou_head(model, num_classes=1).save_weights(stage2)
+    assert not has_layer_weights(stage1, "iou") and has_layer_weights(stage2, "iou")

@@ -59,8 +59,15 @@ def _decode(name):
     return name.decode("utf8") if isinstance(name, bytes) else str(name)
 
 
-def read_weights_by_layer(path) -> dict:
-    """Read a weights file into ``{layer name: [(variable name or index, array), ...]}``."""
+def read_weights_by_layer(path, arrays=True) -> dict:
+    """Read a weights file into ``{layer name: [(variable name or index, array), ...]}``.
+
+    With ``arrays=False`` only the names are read (the arrays are ``None``): cheap inspection.
+    """
+
+    def value(dataset):
+        return np.asarray(dataset) if arrays else None
+
     weights = {}
     if file_format(path) == "keras3":
         with h5py.File(path, "r") as f:
@@ -71,7 +78,7 @@ def read_weights_by_layer(path) -> dict:
                 if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
                     layer_name = _decode(obj.attrs.get("name", ""))
                     keys = sorted(obj.keys(), key=int)
-                    weights[layer_name] = [(int(k), np.asarray(obj[k])) for k in keys]
+                    weights[layer_name] = [(int(k), value(obj[k])) for k in keys]
 
             f.visititems(visit)
         return weights
@@ -86,7 +93,7 @@ def read_weights_by_layer(path) -> dict:
                 var = var.split(":")[0]
                 # Keras 2 nests names as "<layer>/<var>:0" (sometimes "<outer>/<layer>/<var>:0").
                 layer_name = layer_name.split("/")[-1] or _decode(group_name)
-                weights.setdefault(layer_name, []).append((var, np.asarray(group[weight_name])))
+                weights.setdefault(layer_name, []).append((var, value(group[weight_name])))
     return weights
 
 
@@ -166,4 +173,4 @@ def read_snapshot_attrs(path) -> dict:
 
 def has_layer_weights(path, substring) -> bool:
     """True when the file holds weights for a layer whose name contains ``substring``."""
-    return any(substring in name for name in read_weights_by_layer(path))
+    return any(substring in name for name in read_weights_by_layer(path, arrays=False))

@@ -25,6 +25,7 @@ from object_detector_retinanet.keras_retinanet.models.retinanet import (
     build_head,
     pyramid_features,
 )
+from object_detector_retinanet.keras_retinanet.models.weights import iter_layers
 
 
 def default_iou_model(num_classes, num_anchors, name="iou_submodel"):
@@ -62,14 +63,6 @@ def add_iou_head(model, num_classes, num_anchors=None, name="retinanet"):
         config.IOU, default_iou_model(num_classes, num_anchors), pyramid_features(model)
     )
     return keras.Model(inputs=model.inputs, outputs=list(model.outputs) + [iou], name=name)
-
-
-def iter_layers(model):
-    """Every layer of ``model``, recursing into nested sub-models (depth first)."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
 
 
 def freeze_non_iou_layers(model) -> None:

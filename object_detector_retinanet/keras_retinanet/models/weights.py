@@ -31,13 +31,14 @@ EPOCH_ATTR = "sku110k_epoch"  # last completed (1-based) epoch, written into our
 STAGE_ATTR = "sku110k_stage"  # "retinanet" (stage 1) or "retinanet-iou" (stage 2)
 
 
-def _iter_layers(model):
+def iter_layers(model):
+    """Every layer of ``model``, recursing into nested sub-models (depth first)."""
     import keras
 
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _iter_layers(layer)
+            yield from iter_layers(layer)
 
 
 def _layer_variables(layer):
@@ -112,7 +113,7 @@ def load_weights_by_name(model, path, skip_mismatch=True) -> dict:
 
     stored = read_weights_by_layer(path)
     report = {"loaded": [], "mismatched": [], "missing": []}
-    for layer in _iter_layers(model):
+    for layer in iter_layers(model):
         variables = _layer_variables(layer)
         if not variables or isinstance(layer, keras.Model):
             continue

@@ -856,15 +856,21 @@ def _merge_core(d, boxes, conf, g, height, width, cfg):
     single = valid & (n_mem > k) & (k == 1) & ~needs_nms
     general = valid & (n_mem > k) & (k > 1) & ~needs_nms
 
+    def members(mask, contours):
+        """Members of the masked contours: (contour, detection, position in ``contours``, EM
+        weight = confidence normalised per contour, spec §10.4)."""
+        sel = mask[mc]
+        gc, gd = mc[sel], md[sel]
+        pos = np.searchsorted(contours, gc)
+        csum = np.bincount(pos, weights=conf[gd], minlength=contours.size)
+        counts = np.bincount(pos, minlength=contours.size)
+        return gc, gd, pos, _alpha(conf[gd], csum[pos], counts[pos])
+
     # k == 1: agglomerative init merges everything into the moment-matched Gaussian; hard EM then
     # converges at iteration 2 to the same moment-matched Gaussian (one M-step over all members).
     one = np.flatnonzero(single)
     if one.size:
-        sel = single[mc]
-        gc, gd = mc[sel], md[sel]
-        pos = np.searchsorted(one, gc)
-        csum = np.bincount(pos, weights=conf[gd], minlength=one.size)
-        alpha = _alpha(conf[gd], csum[pos], np.bincount(pos, minlength=one.size)[pos])
+        gc, gd, pos, alpha = members(single, one)
         ux, uy = g.cx[gd] - rx[gc], g.cy[gd] - ry[gc]
         beta = np.bincount(pos, weights=alpha, minlength=one.size)
         mx = np.bincount(pos, weights=alpha * ux, minlength=one.size) / beta
@@ -900,11 +906,7 @@ def _merge_core(d, boxes, conf, g, height, width, cfg):
     # n > k > 1: agglomerative init + hard EM, all contours at once (mog.collapse_batch).
     gen = np.flatnonzero(general)
     if gen.size:
-        sel = general[mc]
-        gc, gd = mc[sel], md[sel]
-        pos = np.searchsorted(gen, gc)
-        csum = np.bincount(pos, weights=conf[gd], minlength=gen.size)
-        alpha = _alpha(conf[gd], csum[pos], np.bincount(pos, minlength=gen.size)[pos])
+        gc, gd, pos, alpha = members(general, gen)
         mu = np.stack([g.cx[gd] - rx[gc], g.cy[gd] - ry[gc]], axis=1)
         _, bmu, bcov, bgrp, status, _ = collapse_batch(
             alpha, mu, sigma_cov[gd], pos, k[gen], cfg.max_iter, cfg.epsilon, budget, gen.size)

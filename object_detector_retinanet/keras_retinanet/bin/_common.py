@@ -19,6 +19,7 @@ from typing import Callable
 
 from object_detector_retinanet import utils as paths
 from object_detector_retinanet.keras_retinanet import config
+from object_detector_retinanet.keras_retinanet.utils.runtime import tune_allocator
 
 DEFAULT_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "class_mappings.csv")
 SNAPSHOT_RE = re.compile(r"_(\d+)\.weights\.h5$")
@@ -152,6 +153,22 @@ def add_common_train_args(parser, stage: "Stage"):
         "frozen when starting from pretrained weights, learning with --no-weights.",
     )
     parser.add_argument(
+        "--freeze-bn-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="With BatchNorm learning (--freeze-bn no): after N epochs, measure its population "
+        "statistics on --bn-images training images and freeze them for the remaining epochs, so "
+        "the network adapts to the statistics it will have at inference (the from-scratch "
+        "recipe; docs/training-from-scratch.md).",
+    )
+    parser.add_argument(
+        "--bn-images",
+        type=int,
+        default=100,
+        help="Training images (batches) for --freeze-bn-after (default %(default)s).",
+    )
+    parser.add_argument(
         "--random-transform",
         action="store_true",
         help="Full random affine augmentation (a horizontal flip is always on).",
@@ -180,6 +197,20 @@ def add_common_train_args(parser, stage: "Stage"):
         default=config.TrainConfig.learning_rate,
         help="Adam learning rate (default %(default)s, the original's; from "
         "scratch 1e-4 trains far faster).",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("plateau", "cosine"),
+        default="plateau",
+        help="plateau (default, the original's): divide the learning rate by 10 when the "
+        "training loss stalls for 2 epochs. cosine: linear warm-up over --warmup-steps, then a "
+        "cosine decay to 0 at the last step (the from-scratch recipe of the demo).",
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="Steps of linear learning-rate warm-up from 0 (--lr-schedule cosine; default 0).",
     )
     parser.add_argument(
         "--clipnorm",
@@ -244,6 +275,10 @@ def check_train_args(parser, args, stage: "Stage"):
             f"--batch-size ({args.batch_size}) must be at least --multi-gpu ({args.multi_gpu}): "
             "each GPU needs one image per step."
         )
+    if args.warmup_steps < 0 or args.warmup_steps >= args.epochs * args.steps:
+        parser.error("--warmup-steps must be >= 0 and less than --epochs x --steps.")
+    if args.warmup_steps and args.lr_schedule != "cosine":
+        parser.error("--warmup-steps needs --lr-schedule cosine.")
     if args.image_min_side < 32 or args.image_max_side < args.image_min_side:
         parser.error("need 32 <= --image-min-side <= --image-max-side.")
     if stage.name == "stage2" and not args.weights and not args.snapshot:
@@ -307,6 +342,16 @@ def check_train_args(parser, args, stage: "Stage"):
         pretrained = bool(args.weights or args.imagenet_weights or args.snapshot)
         args.freeze_bn = "yes" if pretrained else "no"
     args.freeze_bn = args.freeze_bn == "yes"
+    if args.freeze_bn_after is not None:
+        if args.freeze_bn:
+            parser.error(
+                "--freeze-bn-after needs BatchNorm learning: --freeze-bn no (the default "
+                "with --no-weights)."
+            )
+        if not 1 <= args.freeze_bn_after < args.epochs:
+            parser.error(f"--freeze-bn-after must be within [1, --epochs) = [1, {args.epochs}).")
+        if args.bn_images < 1:
+            parser.error("--bn-images must be at least 1.")
     return args
 
 
@@ -350,10 +395,25 @@ def make_strategy(multi_gpu=0):
     return tf.distribute.get_strategy()
 
 
-def make_optimizer(lr, clipnorm):
+def make_optimizer(lr, clipnorm, schedule="plateau", warmup_steps=0, total_steps=None):
+    """Adam with the original's per-variable ``clipnorm`` (0 or None: no clipping).
+
+    ``schedule="cosine"`` makes the learning rate a function of the optimizer's step counter
+    (which snapshots keep, so a resumed run continues the curve): linear from 0 to ``lr`` over
+    ``warmup_steps``, then ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 to 1 at
+    ``total_steps``. ``"plateau"`` keeps a constant rate for ReduceLROnPlateau to lower.
+    """
     import keras
 
-    return keras.optimizers.Adam(learning_rate=lr, clipnorm=clipnorm or None)
+    learning_rate = lr
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else lr,
+            decay_steps=total_steps - warmup_steps,
+            warmup_target=lr if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm or None)
 
 
 def create_generators(args, targets_fn):
@@ -401,6 +461,7 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
     """Snapshots, TensorBoard, ReduceLROnPlateau and the non-finite-loss guard."""
     import keras
 
+    from object_detector_retinanet.keras_retinanet.models import batch_norm
     from object_detector_retinanet.keras_retinanet.models.weights import write_snapshot_attrs
 
     callbacks = []
@@ -425,6 +486,7 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
                 sku110k_stage=stage.name,
                 sku110k_backbone=args.backbone,
                 sku110k_freeze_bn=int(args.freeze_bn),
+                sku110k_bn_settled=int(batch_norm.is_frozen(self.model)),
             )
             self.last = path
             print(f"\nEpoch {epoch + 1:02d}: saved snapshot {path}")
@@ -439,17 +501,18 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=True)
         )
-    callbacks.append(
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="loss",  # QUIRK: the training loss, as the original
-            factor=config.TrainConfig.reduce_lr_factor,
-            patience=config.TrainConfig.reduce_lr_patience,
-            min_delta=config.TrainConfig.reduce_lr_min_delta,
-            cooldown=0,
-            min_lr=0,
-            verbose=1,
+    if args.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="loss",  # QUIRK: the training loss, as the original
+                factor=config.TrainConfig.reduce_lr_factor,
+                patience=config.TrainConfig.reduce_lr_patience,
+                min_delta=config.TrainConfig.reduce_lr_min_delta,
+                cooldown=0,
+                min_lr=0,
+                verbose=1,
+            )
         )
-    )
     callbacks.insert(0, guard.as_callback())
     return callbacks, guard, snapshot
 
@@ -503,18 +566,25 @@ def initial_epoch_of(snapshot_path):
     return int(match.group(1)) if match else 0
 
 
-def train(stage: Stage, args):
+def train(stage: Stage, args, extra_callbacks=()):
     """Build, (re)load, compile and fit; returns the Keras ``History``.
+
+    ``extra_callbacks`` run after the driver's own (benchmarks time steps with one).
 
     Raises:
         SystemExit: with a one-line message when the ImageNet weights cannot be downloaded, the
             class map does not suit the stage, or the loss became NaN/inf (earlier snapshots are
             kept).
     """
+    tune_allocator()  # before TensorFlow allocates: keep freed buffers for the next step
     setup_devices(args.gpu, args.multi_gpu)
     import keras
 
-    from object_detector_retinanet.keras_retinanet.models.weights import load_weights_by_name
+    from object_detector_retinanet.keras_retinanet.models import batch_norm
+    from object_detector_retinanet.keras_retinanet.models.weights import (
+        load_weights_by_name,
+        read_snapshot_attrs,
+    )
 
     try:  # first, so an offline download fails in seconds, not after building the model
         init_weights = None if args.snapshot else initial_weights_path(args)
@@ -545,7 +615,13 @@ def train(stage: Stage, args):
                 f"({len(report['missing'])} layers not in the file keep their initial values)."
             )
         model.compile(
-            optimizer=make_optimizer(args.lr, args.clipnorm),
+            optimizer=make_optimizer(
+                args.lr,
+                args.clipnorm,
+                schedule=args.lr_schedule,
+                warmup_steps=args.warmup_steps,
+                total_steps=args.epochs * args.steps,
+            ),
             loss=stage.losses(),
             # XLA recompiles for every new input shape, and SKU-110K images come in many aspect
             # ratios, so it is opt-in (Keras' "auto" would turn it on whenever a GPU is visible).
@@ -555,6 +631,8 @@ def train(stage: Stage, args):
         if args.snapshot:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(args.snapshot)
+            if read_snapshot_attrs(args.snapshot).get("sku110k_bn_settled"):
+                batch_norm.set_frozen(model, True)  # BatchNorm had been settled (--freeze-bn-after)
             initial_epoch = initial_epoch_of(args.snapshot)
             print(f"Resuming from {args.snapshot} after epoch {initial_epoch}.")
     if initial_epoch >= args.epochs:
@@ -564,6 +642,12 @@ def train(stage: Stage, args):
         )
     stamp = paths.safe_timestamp()
     callbacks, guard, _ = create_callbacks(args, stage, stamp)
+    if args.freeze_bn_after is not None:
+        callbacks.append(
+            batch_norm.SettleBatchNorm(
+                args.freeze_bn_after, lambda: settle_batches(train_gen, args.bn_images, args.seed)
+            )
+        )
     history = model.fit(
         fixed_steps(
             train_gen,
@@ -578,7 +662,7 @@ def train(stage: Stage, args):
         initial_epoch=initial_epoch,
         validation_data=fixed_steps(val_gen, len(val_gen), shuffle=False) if val_gen else None,
         validation_steps=len(val_gen) if val_gen else None,
-        callbacks=callbacks,
+        callbacks=callbacks + list(extra_callbacks),
         verbose=args.verbose,
     )
     if guard.diverged:
@@ -588,6 +672,16 @@ def train(stage: Stage, args):
             "Snapshots of earlier epochs are kept; lower --lr or keep --clipnorm."
         )
     return history
+
+
+def settle_batches(generator, count, seed=None):
+    """``count`` training batches (inputs only) for estimating BatchNorm's statistics: a seeded
+    sample of the generator's groups, loaded and augmented as for training."""
+    import numpy as np
+
+    order = np.random.default_rng([0 if seed is None else seed, 1]).permutation(len(generator))
+    for index in order[: min(count, len(generator))]:
+        yield generator[int(index)][0]
 
 
 def initial_weights_path(args):

@@ -7,6 +7,7 @@ import pytest
 
 from object_detector_retinanet.keras_retinanet.utils.colors import label_color
 from object_detector_retinanet.keras_retinanet.utils.visualization import (
+    box_thickness,
     draw_annotations,
     draw_box,
     draw_boxes,
@@ -131,3 +132,27 @@ def test_label_color_stable_distinct_valid():
         assert len(color) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in color)
     with pytest.raises(ValueError, match="-1"):
         label_color(-1)
+
+
+def test_box_thickness_thin_on_small_images():
+    assert box_thickness((256, 256, 3)) == 1
+    assert box_thickness((511, 2000)) == 1
+    assert box_thickness((512, 512, 3)) == 2  # the original's width from 512 px up
+
+
+def test_draw_image_captions_off_by_default():
+    from object_detector_retinanet.keras_retinanet.utils.inference import draw_image
+
+    image = blank(256, 256)
+    # one detection (x1, y1, x2, y2, confidence, hard_score, label) and one GT box
+    detections = np.array([[100, 100, 150, 150, 0.9, 0.8, 0]], dtype=np.float64)
+    annotations = {"bboxes": np.array([[20, 40, 60, 90]]), "labels": np.array([0])}
+    plain = draw_image(image, detections, annotations)
+    assert not is_color(plain, (255, 255, 255)).any()  # no white caption text
+    assert not changed(plain)[:38].any()  # nothing above the GT box (top edge at row 40)
+    # 1 px outlines on a 256 px image: the detection's top edge is row 100 only
+    assert is_color(plain, (0, 0, 255))[100, 110:140].all()
+    assert not is_color(plain, (0, 0, 255))[101, 110:140].any()
+    captioned = draw_image(image, detections, annotations, captions=True)
+    assert is_color(captioned, (255, 255, 255))[75:95, 100:200].any()  # caption above the box
+    assert is_color(captioned, (255, 255, 255))[15:35, 20:100].any()  # GT class name

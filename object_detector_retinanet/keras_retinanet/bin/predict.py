@@ -33,6 +33,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: make the packag
 from object_detector_retinanet import utils as paths  # noqa: E402
 from object_detector_retinanet.keras_retinanet import config  # noqa: E402
 from object_detector_retinanet.keras_retinanet.bin import _common  # noqa: E402
+from object_detector_retinanet.keras_retinanet.utils.runtime import tune_allocator  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,13 @@ def parse_args(argv=None):
         "--results-dir", default=None, help="Folder for the results CSV (default: <root>/results)."
     )
     parser.add_argument("--no-draw", dest="draw", action="store_false", help="Skip the drawings.")
+    parser.add_argument(
+        "--captions",
+        action="store_true",
+        help="Caption the drawn boxes as the original did (class name on the ground truth, "
+        "'hard: confidence' on detections); off by default, since on packed shelves they cover "
+        "the neighbouring products.",
+    )
     parser.add_argument(
         "--max-detections",
         type=int,
@@ -207,6 +215,7 @@ def make_runner(inference_model, has_soft_iou):
 def main(argv=None):
     """Run the prediction; returns the path of the results CSV."""
     args = parse_args(argv)
+    tune_allocator()  # before TensorFlow allocates: keep freed buffers for the next image
     print(f"hard_score_rate={args.hard_score_rate}")
     _common.setup_devices(args.gpu)
 
@@ -253,6 +262,7 @@ def main(argv=None):
         else None,
         merge_fn=None if args.merger == "em" else nms_merge,
         merge_processes=0,  # merge image i in a thread while the network runs on image i + 1
+        captions=args.captions,
         image_min_side=args.image_min_side,
         image_max_side=args.image_max_side,
     )

@@ -44,6 +44,7 @@ from object_detector_retinanet.keras_retinanet.utils.image import preprocess_ima
 from object_detector_retinanet.keras_retinanet.utils.visualization import (
     DETECTION_COLOR,
     GT_COLOR,
+    box_thickness,
     draw_annotations,
     draw_detections,
 )
@@ -338,8 +339,13 @@ def draw_image(
     annotations: dict[str, np.ndarray] | None = None,
     label_to_name: Any = None,
     draw_threshold: float = PredictConfig.draw_threshold,
+    captions: bool = False,
 ) -> np.ndarray:
     """A copy of ``image`` with ground truth (if any), then merged detections drawn (spec §11.2).
+
+    Boxes are 1 px wide on images under 512 px and 2 px (the original's) above
+    (:func:`box_thickness`). Captions (class names on the ground truth, ``"<hard>: <confidence>"``
+    on detections) are off by default: on a packed shelf they cover the neighbouring products.
 
     Args:
         image: ``uint8 (H, W, 3)`` original BGR image (not modified).
@@ -348,13 +354,15 @@ def draw_image(
             (B7).
         label_to_name: Caption source for ground truth (callable or mapping).
         draw_threshold: Detections with ``confidence > draw_threshold`` are drawn, in red.
+        captions: Write the captions the original wrote.
 
     Returns:
         The drawn ``uint8 (H, W, 3)`` image.
     """
     canvas = np.array(image, dtype=np.uint8, copy=True)
+    style = {"captions": captions, "thickness": box_thickness(canvas.shape)}
     if annotations is not None:
-        draw_annotations(canvas, annotations, label_to_name, color=GT_COLOR)
+        draw_annotations(canvas, annotations, label_to_name, color=GT_COLOR, **style)
     detections = np.asarray(detections, dtype=np.float64)
     if detections.size == 0:
         detections = detections.reshape(0, 7)
@@ -365,6 +373,7 @@ def draw_image(
         detections[:, HARD_SCORE],
         threshold=draw_threshold,
         color=DETECTION_COLOR,
+        **style,
     )
     return canvas
 
@@ -408,6 +417,7 @@ def predict_images(
     draw_threshold: float = PredictConfig.draw_threshold,
     progress: bool = True,
     merge_processes: int | None = None,
+    captions: bool = False,
 ) -> str:
     """Predict every image of ``generator``, EM-merge, write the results CSV and optional drawings.
 
@@ -436,6 +446,7 @@ def predict_images(
             a second, so keep heavy imports out of its top level) -- worth it only when merging
             is slower than the network. In every mode rows are written in CSV order and equal
             the serial path's (the merger is deterministic, its budgets count work, not time).
+        captions: Write the original's captions on the drawings (see :func:`draw_image`).
 
     Returns:
         ``results_path`` as a string.
@@ -465,6 +476,7 @@ def predict_images(
                 annotations=annotations,
                 label_to_name=getattr(generator, "label_to_name", None),
                 draw_threshold=draw_threshold,
+                captions=captions,
             )
             out_path = os.path.join(save_dir, f"{job.index}.png")
             if not cv2.imwrite(out_path, drawing):
@@ -472,9 +484,10 @@ def predict_images(
 
     pending: deque[_ImageJob] = deque()  # submitted to the pool, not yet written (CSV order)
     total = generator.size()
-    with ResultsWriter(results_path) as writer, tqdm(
-        total=total, disable=not progress, desc="predict", unit="img"
-    ) as bar:
+    with (
+        ResultsWriter(results_path) as writer,
+        tqdm(total=total, disable=not progress, desc="predict", unit="img") as bar,
+    ):
 
         def finish_oldest() -> None:
             finish(pending.popleft(), writer)

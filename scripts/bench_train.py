@@ -1,32 +1,28 @@
-"""Benchmark stage-1 training throughput: the data pipeline alone, the training step, and fit.
+"""Benchmark: train.py's own training step against a minimal ``tf.function`` step of the same model.
 
-For each ``--sizes HxW`` (network input height x width) the script writes synthetic shelf images
-with ``utils.synthetic.write_dataset`` into a temporary folder, at ``--source-scale`` times the
-input size (1.5: 768x768 photos for 512x512, 1200x2000 for 800x1333) with image_min_side /
-image_max_side set so the generator resizes them to exactly HxW. It then reports:
+For each ``--sizes HxW`` (network input height x width) the script writes synthetic shelf photos
+(``utils.synthetic.write_dataset``, ``--source-scale`` times the input size) and then times, each
+in a fresh process, alternating over ``--repeats`` rounds so that machine noise hits all alike:
 
-1. Data pipeline: images/s of ``CSVGenerator`` with ``stage1_targets`` and the default horizontal
-   flip (load, flip, resize, anchors, targets), wrapped by ``bin._common.fixed_steps`` as
-   ``train.py`` does and iterated through Keras' own ``PyDatasetAdapter``: workers=1 indexes the
-   dataset directly in the calling thread; workers=2 runs Keras' OrderedEnqueuer thread pool.
-   Median over ``--repeats`` passes of ``--batches`` batches.
-2. Training step: ResNet50-FPN RetinaNet (``build_retinanet(C, freeze_bn=False)``, Adam and the
-   focal + smooth-L1 losses of ``train.py``, compiled as ``train.py`` does), batch
-   ``--batch-size``, via ``train_on_batch`` on generator batches: the first (traced) step alone,
-   then the median of ``--steps`` steps after ``--warmup`` untimed ones. Then ``model.fit`` on
-   ``fixed_steps(generator, workers=1)`` (train.py's default) for ``--fit-steps`` steps plus a
-   first one reported separately: the end-to-end s/step with the pipeline in the loop. Each size
-   runs in a fresh subprocess, so peak RSS (``ru_maxrss``) and tracing do not mix.
-3. Verdict: does the default (workers=1) pipeline deliver a batch faster than a step consumes it?
-   With the TensorFlow backend, Keras wraps a workers=1 PyDataset in ``tf.data`` with prefetch, so
-   loading runs beside the step; on a small CPU both compete for the same cores.
+- ``train.py``: the command line's own path, ``bin._common.train`` with train.py's arguments
+  (``--no-weights``, the default flip, TensorBoard logs, a snapshot at the end, the data pipeline
+  and every callback), timed by an extra callback between consecutive batch ends;
+- ``train.py, untuned``: the same with the allocator tuning switched off
+  (``SKU110K_MALLOC_TUNING=0``; see ``utils/runtime.py``), to show what it buys;
+- ``minimal``: the same model (``build_retinanet(C, freeze_bn=False)``), the same Adam settings
+  and losses, one ``tf.function`` doing forward, gradients and update on batches the generator
+  made beforehand: the floor a training loop can reach on this machine.
 
-The machine may be shared: figures are medians; the load average is printed before and after.
+Each process skips its first (traced) step and ``--warmup`` more, then reports the median seconds
+per step over ``--steps`` steps and the share of its CPU time spent in the kernel (system time /
+(user + system), from ``getrusage`` over the timed steps). The table gives the median over rounds
+and the ratio to the minimal step.
+
 Usage (from the repository root)::
 
-    .venv/bin/python scripts/bench_train.py                     # 512x512 and 800x1333
-    .venv/bin/python scripts/bench_train.py --quick             # smoke run, about 2 minutes
-    .venv/bin/python scripts/bench_train.py --sizes 800x1333 --steps 10 --warmup 2
+    .venv/bin/python scripts/bench_train.py                      # 256x256 and 800x1333
+    .venv/bin/python scripts/bench_train.py --quick              # smoke run, a few minutes
+    .venv/bin/python scripts/bench_train.py --sizes 256x256 --repeats 5 --steps 20
 """
 
 from __future__ import annotations
@@ -40,31 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run as a file without PYTHONPATH=.
     sys.path.insert(0, REPO_ROOT)
 
-DEFAULT_SIZES = ("512x512", "800x1333")
-DEFAULTS = {
-    "sizes": list(DEFAULT_SIZES),
-    "steps": 5,
-    "warmup": 1,
-    "fit_steps": 5,
-    "batches": 16,
-    "repeats": 3,
-    "images": 8,
-}
-QUICK = {
-    "sizes": ["256x256", "320x512"],
-    "steps": 2,
-    "warmup": 1,
-    "fit_steps": 2,
-    "batches": 6,
-    "repeats": 2,
-    "images": 4,
-}
+VARIANTS = ("train.py", "train.py, untuned", "minimal")
 RESULT_TAG = "BENCH_TRAIN_RESULT "  # the child's one JSON line on stdout
 
 
@@ -79,378 +56,241 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def cpu_times() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
 
 
-def generator_args(data_dir: str, size: tuple[int, int], batch_size: int, seed: int):
-    """The ``args`` that ``_common.create_generators`` reads, as train.py's defaults set them
-    (horizontal flip on, no --random-transform, no validation)."""
-    return SimpleNamespace(
-        random_transform=False,
-        flip=True,
-        seed=seed,
-        classes=os.path.join(data_dir, "class_mappings.csv"),
-        base_dir=os.path.join(data_dir, "images"),
-        annotations=os.path.join(data_dir, "annotations", "annotations_train.csv"),
-        val_annotations=None,
-        batch_size=batch_size,
-        image_min_side=min(size),
-        image_max_side=max(size),
-    )
-
-
-def write_data(root: str, size: tuple[int, int], images: int, source_scale: float) -> dict:
-    """Synthetic photos of the input's aspect ratio, ``source_scale`` times larger."""
-    from object_detector_retinanet.keras_retinanet.utils.synthetic import write_dataset
-
-    height, width = (round(side * source_scale) for side in size)
-    out_dir = os.path.join(root, f"{size[0]}x{size[1]}")
-    summary = write_dataset(out_dir, counts={"train": images}, height=height, width=width, seed=0)
-    boxes = summary["splits"]["train"]["boxes"]
-    return {"dir": out_dir, "source": (height, width), "boxes_per_image": boxes / max(images, 1)}
-
-
-# --------------------------------------------------------------------------------------------- #
-# 1. Data pipeline alone
-# --------------------------------------------------------------------------------------------- #
-def time_pipeline(data_dir, size, batch_size, workers, batches, repeats):
-    """Median images/s of ``fixed_steps(generator)`` iterated by Keras' PyDatasetAdapter."""
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
-
-    from object_detector_retinanet.keras_retinanet.bin import train as train_script
-    from object_detector_retinanet.keras_retinanet.bin._common import (
-        create_generators,
-        fixed_steps,
-    )
-
-    generator, _ = create_generators(
-        generator_args(data_dir, size, batch_size, seed=0), train_script.targets_fn
-    )
-    shape = tuple(generator[0][0].shape)  # also warms the anchor cache and the file cache
-    rates = []
-    for repeat in range(repeats):
-        dataset = fixed_steps(generator, batches, seed=0, initial_epoch=repeat, workers=workers)
-        adapter = PyDatasetAdapter(dataset, shuffle=False)
-        start = time.perf_counter()
-        stamps = []
-        for _ in adapter.get_numpy_iterator():  # ends the enqueuer itself after the last batch
-            stamps.append(time.perf_counter())
-        if len(stamps) != batches:
-            raise RuntimeError(f"expected {batches} batches, got {len(stamps)}")
-        rates.append(batches * batch_size / (stamps[-1] - start))
-    return {"input_shape": shape, "images_per_s": statistics.median(rates), "runs": rates}
-
-
-# --------------------------------------------------------------------------------------------- #
-# 2. Training step (child process, one size)
-# --------------------------------------------------------------------------------------------- #
-def train_child(args) -> dict:
-    """Build, compile and time one size; returns the figures (printed as one JSON line)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import numpy as np
-
-    from object_detector_retinanet.keras_retinanet import config
-    from object_detector_retinanet.keras_retinanet.bin import train as train_script
-    from object_detector_retinanet.keras_retinanet.bin._common import (
-        create_generators,
-        fixed_steps,
-        make_optimizer,
-    )
-    from object_detector_retinanet.keras_retinanet.models.retinanet import build_retinanet
-
-    size = args.sizes[0]
-    keras.utils.set_random_seed(0)
-    generator, _ = create_generators(
-        generator_args(args._child_data, size, args.batch_size, seed=0), train_script.targets_fn
-    )
-    prepared = fixed_steps(generator, 2, seed=0)
-    batches = [prepared[i] for i in range(len(prepared))]  # exactly what fit would receive
-
-    start = time.perf_counter()
-    model = build_retinanet(generator.num_classes(), freeze_bn=False)
-    model.compile(  # as _common.train: Adam(lr, clipnorm), the stage-1 losses, no XLA
-        optimizer=make_optimizer(config.TrainConfig.learning_rate, config.TrainConfig.clipnorm),
-        loss=train_script.losses(),
-        jit_compile=False,
-    )
-    build_s = time.perf_counter() - start
-    rss_built = peak_rss_mib()
-
-    def step(i):
-        inputs, targets = batches[i % len(batches)]
-        begin = time.perf_counter()
-        loss = model.train_on_batch(inputs, targets)  # returns Python floats: synchronised
-        elapsed = time.perf_counter() - begin
-        if not np.all(np.isfinite(loss)):
-            raise RuntimeError(f"non-finite loss {loss} at step {i}")
-        return elapsed
-
-    first_s = step(0)
-    for i in range(args.warmup):
-        step(1 + i)
-    times = [step(1 + args.warmup + i) for i in range(args.steps)]
-    rss_steps = peak_rss_mib()
-
-    class StepClock(keras.callbacks.Callback):
-        """Wall time between consecutive batch ends: step plus any wait for data."""
-
-        def __init__(self):
-            super().__init__()
-            self.begin = None
-            self.ends = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if self.begin is None:
-                self.begin = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            float((logs or {}).get("loss", 0.0))  # make sure the step has finished
-            self.ends.append(time.perf_counter())
-
-    fit_steps = args.fit_steps + 1  # the first fit step (re-)traces: reported separately
-    clock = StepClock()
-    fit_start = time.perf_counter()
-    model.fit(
-        fixed_steps(generator, fit_steps, seed=1, workers=1),  # train.py's default workers
-        steps_per_epoch=fit_steps,
-        epochs=1,
-        verbose=0,
-        callbacks=[clock],
-    )
-    fit_intervals = np.diff(clock.ends).tolist()
+def summarise(ends: list[float], cpu: list[tuple[float, float]], skip: int) -> dict:
+    """Median step time and system share over the steps after the first ``skip`` ones."""
+    intervals = [b - a for a, b in zip(ends[skip:], ends[skip + 1 :])]
+    user = cpu[-1][0] - cpu[skip][0]
+    system = cpu[-1][1] - cpu[skip][1]
     return {
-        "size": list(size),
-        "input_shape": list(batches[0][0].shape),
-        "build_s": build_s,
-        "first_step_s": first_s,
-        "step_s": statistics.median(times),
-        "step_runs": times,
-        "fit_first_s": clock.ends[0] - fit_start,
-        "fit_step_s": statistics.median(fit_intervals) if fit_intervals else float("nan"),
-        "fit_runs": fit_intervals,
-        "rss_built_mib": rss_built,
-        "rss_steps_mib": rss_steps,
-        "rss_peak_mib": peak_rss_mib(),
+        "step_s": statistics.median(intervals),
+        "steps": intervals,
+        "system_share": system / max(user + system, 1e-9),
+        "first_step_s": ends[0],
     }
 
 
-def run_child(args, size, data_dir) -> dict:
-    """Run :func:`train_child` for one size in a fresh interpreter and parse its result."""
+def data_flags(data_dir: str, size: tuple[int, int]) -> list[str]:
+    """train.py arguments that read the synthetic set and resize it to exactly ``size``."""
+    return [
+        "--image-min-side",
+        str(min(size)),
+        "--image-max-side",
+        str(max(size)),
+        "csv",
+        "--annotations",
+        os.path.join(data_dir, "annotations", "annotations_train.csv"),
+        "--classes",
+        os.path.join(data_dir, "class_mappings.csv"),
+        "--base_dir",
+        os.path.join(data_dir, "images"),
+        "--val-annotations",
+        "",
+    ]
+
+
+def child_train_py(size, data_dir, total_steps, out_dir) -> tuple[list, list]:
+    """Run train.py's path for ``total_steps`` steps; batch-end times and CPU times."""
+    import keras
+
+    from object_detector_retinanet.keras_retinanet.bin import _common
+    from object_detector_retinanet.keras_retinanet.bin import train as train_script
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.start, self.ends, self.cpu = None, [], []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.start is None:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter() - self.start)
+            self.cpu.append(cpu_times())
+
+    argv = ["--no-weights", "--epochs", "1", "--steps", str(total_steps), "--seed", "0"]
+    argv += ["--verbose", "0", "--snapshot-path", out_dir, "--tensorboard-dir", out_dir]
+    clock = Clock()
+    _common.train(
+        train_script.STAGE,
+        train_script.parse_args(argv + data_flags(data_dir, size)),
+        extra_callbacks=[clock],
+    )
+    return clock.ends, clock.cpu
+
+
+def child_minimal(size, data_dir, total_steps) -> tuple[list, list]:
+    """Forward, gradients and Adam update in one ``tf.function`` on pre-made batches."""
+    import keras
+    import tensorflow as tf
+
+    from object_detector_retinanet.keras_retinanet import config
+    from object_detector_retinanet.keras_retinanet.bin import _common
+    from object_detector_retinanet.keras_retinanet.bin import train as train_script
+    from object_detector_retinanet.keras_retinanet.models.retinanet import build_retinanet
+
+    args = train_script.parse_args(["--no-weights", "--seed", "0"] + data_flags(data_dir, size))
+    generator, _ = _common.create_generators(args, train_script.targets_fn)
+    prepared = _common.fixed_steps(generator, min(total_steps, 8), seed=0)
+    batches = [prepared[i] for i in range(len(prepared))]
+    keras.utils.set_random_seed(0)
+    model = build_retinanet(generator.num_classes(), freeze_bn=False)
+    optimizer = _common.make_optimizer(args.lr, args.clipnorm)
+    losses = train_script.losses()
+
+    @tf.function
+    def step(inputs, targets):
+        with tf.GradientTape() as tape:
+            outputs = model(inputs, training=True)
+            loss = sum(losses[name](targets[name], out) for name, out in zip(losses, outputs))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    assert list(losses) == [config.REGRESSION, config.CLASSIFICATION]  # the output order
+    optimizer.build(model.trainable_variables)
+    start, ends, cpu = time.perf_counter(), [], []
+    for i in range(total_steps):
+        inputs, targets = batches[i % len(batches)]
+        float(step(inputs, targets))  # waits for the step
+        ends.append(time.perf_counter() - start)
+        cpu.append(cpu_times())
+    return ends, cpu
+
+
+def run_child(variant, size, data_dir, args) -> dict:
+    """One variant at one size in a fresh interpreter; returns its summary."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if variant == "train.py, untuned":
+        env["SKU110K_MALLOC_TUNING"] = "0"
     command = [
         sys.executable,
         os.path.abspath(__file__),
+        "--_child",
+        variant,
         "--sizes",
         f"{size[0]}x{size[1]}",
         "--steps",
         str(args.steps),
         "--warmup",
         str(args.warmup),
-        "--fit-steps",
-        str(args.fit_steps),
-        "--batch-size",
-        str(args.batch_size),
-        "--_child-data",
+        "--_data",
         data_dir,
     ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG) :])
     raise RuntimeError(
-        f"training benchmark for {size[0]}x{size[1]} failed (exit {proc.returncode}); "
-        f"output tail:\n{proc.stdout[-1000:]}\n{proc.stderr[-3000:]}"
+        f"{variant} at {size} failed (exit {proc.returncode}):\n"
+        f"{proc.stdout[-1000:]}\n{proc.stderr[-3000:]}"
     )
 
 
-# --------------------------------------------------------------------------------------------- #
-# Reporting
-# --------------------------------------------------------------------------------------------- #
-def fmt_shape(shape) -> str:
-    return "x".join(str(s) for s in shape[1:3]) if len(shape) == 4 else "x".join(map(str, shape))
+def child_main(args) -> None:
+    total = 1 + args.warmup + args.steps + 1  # +1: intervals need a step before the first
+    size = args.sizes[0]
+    if args._child == "minimal":
+        ends, cpu = child_minimal(size, args._data, total)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_train_run_") as out_dir:
+            ends, cpu = child_train_py(size, args._data, total, out_dir)
+    print(RESULT_TAG + json.dumps(summarise(ends, cpu, skip=1 + args.warmup)), flush=True)
 
 
 def load_line() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def verdict(size, pipe, train, batch_size) -> str:
-    """One sentence: does workers=1 loading keep up with a step, and what fit actually shows."""
-    load_s = batch_size / pipe[1]["images_per_s"]
-    step_s, fit_s = train["step_s"], train["fit_step_s"]
-    keeps_up = load_s < step_s
-    text = (
-        f"{size[0]}x{size[1]}: {'YES' if keeps_up else 'NO'} - workers=1 loads a batch in "
-        f"{load_s:.2f} s vs {step_s:.2f} s per step ({100 * load_s / step_s:.1f}% of a step)"
-    )
-    if 2 in pipe:
-        text += f"; workers=2 would load one every {batch_size / pipe[2]['images_per_s']:.2f} s"
-    text += (
-        f". fit with workers=1 (tf.data prefetch beside the step): {fit_s:.2f} s/step, "
-        f"{100 * (fit_s / step_s - 1):+.0f}% vs the bare step, of which loading on the same "
-        f"cores could explain at most {100 * min(load_s, step_s) / step_s:.1f}%"
-    )
-    if not keeps_up:
-        text += " (the step waits for data: raise --workers)"
-    return text + "."
-
-
 def main(argv=None) -> None:
-    from object_detector_retinanet.keras_retinanet import config
-
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--sizes",
         nargs="+",
-        default=None,
+        default=["256x256", "800x1333"],
         metavar="HxW",
-        help=f"network input sizes (default: {' '.join(DEFAULT_SIZES)})",
+        help="network input sizes (default: %(default)s)",
     )
     parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="timed train_on_batch steps per size, median (default 5)",
+        "--steps", type=int, default=None, help="timed steps per process (default 12; --quick 4)"
     )
     parser.add_argument(
         "--warmup",
         type=int,
-        default=None,
-        help="untimed steps after the first traced one (default 1)",
+        default=2,
+        help="untimed steps after the first, traced one (default %(default)s)",
     )
     parser.add_argument(
-        "--fit-steps",
+        "--repeats",
         type=int,
         default=None,
-        help="timed model.fit steps after fit's first one (default 5)",
+        help="rounds over the variants; medians over rounds (default 3; --quick 1)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=config.TrainConfig.batch_size,
-        help="images per batch (default %(default)s, train.py's)",
-    )
-    parser.add_argument(
-        "--batches", type=int, default=None, help="batches per pipeline pass (default 16)"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="pipeline passes per setting, median (default 3)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        nargs="+",
-        default=[1, 2],
-        help="pipeline worker counts to time (default 1 2)",
-    )
-    parser.add_argument(
-        "--images", type=int, default=None, help="synthetic images written per size (default 8)"
-    )
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--images", type=int, default=8, help="synthetic photos per size")
     parser.add_argument(
         "--source-scale",
         type=float,
         default=1.5,
-        help="source photo side / input side (default %(default)s)",
+        help="photo side / input side (default %(default)s)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 256x256 and 320x512, 2 steps, short pipeline passes",
-    )
-    parser.add_argument(
-        "--no-train", dest="train", action="store_false", help="time the data pipeline only"
-    )
-    parser.add_argument("--_child-data", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 steps, one round")
+    parser.add_argument("--_child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--_data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args.steps = args.steps or (4 if args.quick else 12)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     try:
         args.sizes = [parse_size(text) for text in args.sizes]
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    for name in ("steps", "fit_steps", "batches", "repeats", "images", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0 or args.source_scale <= 0 or min(args.workers) < 1:
-        parser.error("--warmup must be >= 0, --source-scale > 0 and --workers >= 1")
-
-    if args._child_data:  # internal: one size in a fresh process
-        print(RESULT_TAG + json.dumps(train_child(args)), flush=True)
+    if args.steps < 2 or args.warmup < 0 or args.repeats < 1 or args.images < 1:
+        parser.error("need --steps >= 2, --warmup >= 0, --repeats >= 1, --images >= 1")
+    if args._child:
+        child_main(args)
         return
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from object_detector_retinanet.keras_retinanet.utils.synthetic import write_dataset
+
     print(
-        f"bench_train: {os.cpu_count()} CPUs, {load_line()}; batch {args.batch_size}, "
-        f"steps {args.steps} (+{args.warmup} warm-up), fit steps {args.fit_steps}, "
-        f"pipeline {args.repeats} x {args.batches} batches",
+        f"bench_train: {os.cpu_count()} CPUs, {load_line()}; batch 1, {args.steps} timed steps "
+        f"after {1 + args.warmup}, {args.repeats} round(s)",
+        flush=True,
+    )
+    print(
+        f"\n{'input':>9} {'variant':<18} {'s/step':>7} {'vs minimal':>10} {'system':>7} "
+        f"{'1st step s':>10}  s/step per round",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench_train_") as root:
-        data = {size: write_data(root, size, args.images, args.source_scale) for size in args.sizes}
-
-        print(
-            "\n1. Data pipeline (CSVGenerator + stage1_targets + flip, fixed_steps, "
-            "Keras PyDatasetAdapter), median of passes",
-            flush=True,
-        )
-        print(
-            f"{'input':>10} {'source':>10} {'boxes/img':>9} {'workers':>7} {'images/s':>9} "
-            f"{'ms/image':>9}  runs (images/s)"
-        )
-        pipe = {}
         for size in args.sizes:
-            pipe[size] = {}
-            for workers in args.workers:
-                result = time_pipeline(
-                    data[size]["dir"], size, args.batch_size, workers, args.batches, args.repeats
-                )
-                pipe[size][workers] = result
-                rate = result["images_per_s"]
+            data_dir = os.path.join(root, f"{size[0]}x{size[1]}")
+            photo = [round(side * args.source_scale) for side in size]
+            write_dataset(
+                data_dir, counts={"train": args.images}, height=photo[0], width=photo[1], seed=0
+            )
+            runs = {variant: [] for variant in args.variants}
+            for _ in range(args.repeats):
+                for variant in args.variants:
+                    runs[variant].append(run_child(variant, size, data_dir, args))
+            medians = {v: statistics.median(r["step_s"] for r in rs) for v, rs in runs.items()}
+            for variant, results in runs.items():
+                ratio = medians[variant] / medians["minimal"] if "minimal" in medians else None
                 print(
-                    f"{fmt_shape(result['input_shape']):>10} "
-                    f"{fmt_shape(data[size]['source']):>10} "
-                    f"{data[size]['boxes_per_image']:>9.0f} {workers:>7} {rate:>9.2f} "
-                    f"{1e3 / rate:>9.0f}  " + " ".join(f"{r:.2f}" for r in result["runs"]),
+                    f"{size[0]:>4}x{size[1]:<4} {variant:<18} {medians[variant]:>7.3f} "
+                    + (f"{ratio:>10.2f} " if ratio else f"{'-':>10} ")
+                    + f"{100 * statistics.median(r['system_share'] for r in results):>6.1f}% "
+                    f"{statistics.median(r['first_step_s'] for r in results):>10.1f}  "
+                    + " ".join(f"{r['step_s']:.3f}" for r in results),
                     flush=True,
                 )
-
-        if not args.train:
-            return
-        print(
-            "\n2. Training step, ResNet50-FPN RetinaNet stage 1 (freeze_bn=False, Adam, "
-            "focal + smooth L1), one fresh process per size",
-            flush=True,
-        )
-        print(
-            f"{'input':>10} {'build s':>8} {'1st step s':>10} {'s/step':>7} {'img/s':>6} "
-            f"{'fit 1st s':>9} {'fit s/step':>10} {'peak RSS MiB':>12}  step runs (s)"
-        )
-        train = {}
-        for size in args.sizes:
-            result = run_child(args, size, data[size]["dir"])
-            train[size] = result
-            print(
-                f"{fmt_shape(result['input_shape']):>10} {result['build_s']:>8.1f} "
-                f"{result['first_step_s']:>10.1f} {result['step_s']:>7.2f} "
-                f"{args.batch_size / result['step_s']:>6.2f} {result['fit_first_s']:>9.1f} "
-                f"{result['fit_step_s']:>10.2f} {result['rss_peak_mib']:>12.0f}  "
-                + " ".join(f"{t:.2f}" for t in result["step_runs"])
-                + "  | fit: "
-                + " ".join(f"{t:.2f}" for t in result["fit_runs"]),
-                flush=True,
-            )
-
-        if 1 in args.workers:
-            print("\n3. Verdict (default workers=1)")
-            for size in args.sizes:
-                print(verdict(size, pipe[size], train[size], args.batch_size))
     print(f"\n{load_line()}")
 
 

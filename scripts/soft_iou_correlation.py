@@ -11,6 +11,7 @@ Usage:
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -27,6 +28,7 @@ def main(argv=None):
     parser.add_argument("--base_dir", default=None, help="Image folder (default: the CSV's).")
     parser.add_argument("--size", type=int, default=800, help="Image min side (default 800).")
     parser.add_argument("--max-side", type=int, default=None, help="Max side (default: --size).")
+    parser.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -83,6 +85,9 @@ def main(argv=None):
         f"Spearman(hard score, IoU) = {result['spearman_hard']:.3f}; "
         f"mean IoU {result['mean_true_iou']:.3f}, mean Soft-IoU {result['mean_soft_iou']:.3f}"
     )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
     return result
 
 

@@ -50,6 +50,10 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import chi2
 
+from object_detector_retinanet.keras_retinanet.config import (  # noqa: F401 (re-exported)
+    SELECTIONS,
+    EmMergerConfig,
+)
 from object_detector_retinanet.keras_retinanet.utils.boxes import non_max_suppression
 from object_detector_retinanet.keras_retinanet.utils.mog import (
     MSG_EM_BUDGET,
@@ -60,67 +64,7 @@ from object_detector_retinanet.keras_retinanet.utils.mog import (
 
 logger = logging.getLogger(__name__)
 
-SELECTIONS = ("original", "confidence", "hard", "soft_iou", "consensus", "candidate_iou")
 _DBL_EPSILON = np.finfo(np.float64).eps  # cv2.normalize's "constant input" test
-
-
-@dataclass(frozen=True)
-class EmMergerConfig:
-    """Effective constants of the EM-Merger (spec §10.1) plus the port's own knobs."""
-
-    # Box shrink for the heat map, the sigmas and the median area (effective value; the class
-    # default 0.3 of the original is overwritten on entry, §10.1).
-    box_size_factor: float = 0.5
-    # Candidate boxes must be strictly wider and taller than this (px).
-    min_box_size: int = 5
-    # Chi-square quantile of the redundancy ellipses: sqrt(chi2_2.ppf(0.5)) = 1.1774 sigma.
-    ellipsoid_thresh: float = 0.5
-    # Run EM whenever k > min_k (0 => always); k <= min_k falls back to NMS.
-    min_k: int = 0
-    # cv2.threshold(..., 4, 255, THRESH_TOZERO) on the 0..255 heat map.
-    heat_threshold: int = 4
-    # A contour's bounding rectangle must be wider and taller than this (px).
-    min_contour_side: int = 3
-    # K cap per contour.
-    max_k: int = 100
-    # EM stopping (the collapse() defaults 100 / 1e-100 of the original are not used).
-    max_iter: int = 20
-    epsilon: float = 1e-10
-    # B13: deterministic work budgets replacing the 3 s / 10 s SIGALRM timeouts (see mog.py).
-    init_budget: float = CollapseBudget.init_work
-    em_budget: float = CollapseBudget.em_work
-    # Candidate box half-size in sigmas (axis-aligned 2-sigma rectangle, QUIRK).
-    candidate_sigmas: float = 2.0
-    # cv2.ellipse2Poly angular step (degrees) of the redundancy ellipses.
-    ellipse_delta: int = 15
-    # B12 compatibility: True reproduces the original's negated (mirrored) ellipse angle.
-    mirror_ellipse_angle: bool = False
-    # Per-contour fallback NMS and final NMS: IoMin >= 0.3 suppresses (QUIRK: not IoU).
-    fallback_nms_threshold: float = 0.3
-    final_nms_threshold: float = 0.3
-    # Per-candidate pick among its claimed detections. "original" (default, KEEP):
-    # 0.5 * confidence + 0.5 * hard (= 0.75 hard + 0.25 soft at rate 0.5). Others: "confidence",
-    # "hard", "soft_iou" (the Soft-IoU score), "consensus" (sum over the claimed detections of
-    # soft * IoU with the candidate: a soft-weighted medoid), "candidate_iou" (soft * IoU with the
-    # candidate's 2-sigma box). Ties: highest confidence first.
-    selection: str = "original"
-    # Column of the soft (Soft-IoU) score in the input; None => recovered from
-    # confidence = r * hard + (1 - r) * soft with r = hard_score_rate.
-    soft_column: int | None = None
-    hard_score_rate: float = 0.5
-    # Heat-map resolution: None => automatic downscale s (see module docstring); 1 => full
-    # resolution (exactly the original's map); any int >= 1 forces s.
-    heat_map_downscale: int | None = None
-    # Automatic s: the median shrunk box side spans about this many heat-map samples.
-    heat_map_samples_per_box: float = 8.0
-
-    def __post_init__(self):
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.heat_map_downscale is not None and int(self.heat_map_downscale) < 1:
-            raise ValueError(f"heat_map_downscale must be >= 1, got {self.heat_map_downscale}")
-        if self.heat_map_samples_per_box <= 0:
-            raise ValueError("heat_map_samples_per_box must be > 0")
 
 
 # --------------------------------------------------------------------------------------------

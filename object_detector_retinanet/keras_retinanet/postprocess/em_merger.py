@@ -101,7 +101,7 @@ def merge_detections(detections: np.ndarray, image_shape, config: EmMergerConfig
     if rows.ndim != 2 or rows.shape[0] == 0:  # the original crashed on an empty image
         return rows.reshape(0, rows.shape[1] if rows.ndim == 2 else 6).copy()
     height, width = int(image_shape[0]), int(image_shape[1])
-    detections = _Detections.of(rows[_canonical_order(rows)], config)
+    detections = _Detections.of(_in_canonical_order(rows), config)
     heat_map, mask = build_heat_map(detections.gaussians, height, width, config)
     regions = find_regions(heat_map, mask, detections.boxes, config)
     components, fallback = collapse_regions(regions, detections, config)
@@ -167,10 +167,25 @@ def _validated(detections, image_shape) -> np.ndarray:
     return arr
 
 
-def _canonical_order(rows: np.ndarray) -> np.ndarray:
-    """Confidence descending (what predict feeds), ties by box and hard score, so that the result
-    does not depend on the input row order."""
-    return np.lexsort((rows[:, 5], rows[:, 3], rows[:, 2], rows[:, 1], rows[:, 0], -rows[:, 4]))
+def _in_canonical_order(rows: np.ndarray) -> np.ndarray:
+    """The rows by confidence descending (what predict feeds), ties by box and hard score, so that
+    the result does not depend on the input row order. Rows already in that order (as predict's
+    are, barring exact ties) come back as they are, without a sort."""
+    keys = (-rows[:, 4], rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 5])
+    if _lexicographically_sorted(keys):
+        return rows
+    return rows[np.lexsort(keys[::-1])]
+
+
+def _lexicographically_sorted(keys) -> bool:
+    """Whether consecutive rows are non-decreasing in (keys[0], keys[1], ...), each key (N,)."""
+    decided = np.zeros(keys[0].size - 1 if keys[0].size else 0, dtype=bool)
+    for key in keys:
+        before, after = key[:-1], key[1:]
+        if (~decided & (before > after)).any():
+            return False
+        decided |= before < after
+    return True
 
 
 @dataclass(frozen=True)
@@ -182,18 +197,21 @@ class _Detections:
         boxes: (N, 4) int64 boxes truncated to integers (QUIRK: as the original's astype(int)).
         confidence: (N,) float64.
         gaussians: their Gaussians (step 1).
+        cov: (N, 2, 2) their covariances.
     """
 
     rows: np.ndarray
     boxes: np.ndarray
     confidence: np.ndarray
     gaussians: Gaussians
+    cov: np.ndarray
 
     @classmethod
     def of(cls, rows: np.ndarray, config: EmMergerConfig) -> _Detections:
         confidence = rows[:, 4].astype(np.float64)
         boxes = np.trunc(rows[:, :4].astype(np.float64)).astype(np.int64)
-        return cls(rows, boxes, confidence, shrink_boxes(boxes, confidence, config.box_size_factor))
+        gaussians = shrink_boxes(boxes, confidence, config.box_size_factor)
+        return cls(rows, boxes, confidence, gaussians, gaussians.covariances())
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +360,7 @@ def _em_members(regions: Regions, selected: np.ndarray, detections: _Detections)
         alpha = np.where(total > 0, conf / total, 1.0 / count.astype(np.float64))
     g = detections.gaussians
     mean = np.stack([g.cx[det] - regions.rect[region, 0], g.cy[det] - regions.rect[region, 1]], 1)
-    return Mixture(alpha, mean, g.covariances()[det], position), chosen
+    return Mixture(alpha, mean, detections.cov[det], position), chosen
 
 
 def _member_gaussians(regions: Regions, selected: np.ndarray, detections: _Detections):

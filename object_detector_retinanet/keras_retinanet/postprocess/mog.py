@@ -20,6 +20,7 @@ NumPy and numba; no I/O, no global state.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -172,32 +173,36 @@ def init_costs(n: np.ndarray, k: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 #
 # A region's Gaussians live in "slots": the n inputs in slots 0..n-1, merge number l in slot
-# n + l. A slot row is [weight, x, y, c00, c01, c10, c11]. Each live slot keeps its nearest
-# *later* live slot (nearest_dist, nearest), so finding the closest pair is one scan, and a merge
-# only recomputes the slots whose nearest neighbour it consumed. QUIRK: a zero distance counts as
-# +inf, so Gaussians with identical centres are never merged directly. NaN (from zero weights)
-# follows np.argmin: the first NaN is taken as the minimum.
+# n + l. Each live slot keeps its nearest *later* live slot (nearest_dist, nearest), so finding
+# the closest pair is one scan, and a merge only recomputes the slots whose nearest neighbour it
+# consumed. QUIRK: a zero distance counts as +inf, so Gaussians with identical centres are never
+# merged directly. NaN (from zero weights) follows np.argmin: the first NaN is the minimum.
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
+# The slots of one region (arrays sized for the largest region, shared by all): weight, mean
+# (x, y, separate so that the distance scans read contiguous memory), covariance [c00, c01, c10,
+# c11], and the live / nearest-later-slot bookkeeping.
+_Slots = collections.namedtuple("_Slots", "weight x y cov live nearest_dist nearest")
+
 
 @_jit
-def _distance(slots, s, t):  # pragma: no cover - compiled by numba
-    """Distance between the means of slots s and t; 0 (identical centres) counts as +inf."""
-    dx = slots[s, 1] - slots[t, 1]
-    dy = slots[s, 2] - slots[t, 2]
+def _distance(slots, s, x, y):  # pragma: no cover - compiled by numba
+    """Distance from the mean of slot s to (x, y); 0 (identical centres) counts as +inf."""
+    dx = slots.x[s] - x
+    dy = slots.y[s] - y
     d = math.sqrt(dx * dx + dy * dy)
     return np.inf if d == 0 else d
 
 
 @_jit
-def _nearest_later(slots, live, s, end):  # pragma: no cover - compiled by numba
+def _nearest_later(slots, s, end):  # pragma: no cover - compiled by numba
     """(distance, slot) of the nearest live slot in s+1..end-1, first on ties; (NaN, -1) when a
     distance is NaN, (inf, -1) when there is none."""
     best, arg = np.inf, -1
     for t in range(s + 1, end):
-        if live[t]:
-            d = _distance(slots, s, t)
+        if slots.live[t]:
+            d = _distance(slots, s, slots.x[t], slots.y[t])
             if d != d:
                 return np.nan, -1
             if d < best:
@@ -206,22 +211,24 @@ def _nearest_later(slots, live, s, end):  # pragma: no cover - compiled by numba
 
 
 @_jit
-def _closest_pair(nearest_dist, nearest, live, end):  # pragma: no cover - compiled by numba
-    """The pair to merge: the slot with the smallest nearest distance (the first NaN, else the
-    first minimum) and its nearest slot; the first two live slots when no distance is finite
-    (only identical centres left: the original merged a slot with an empty one there)."""
+def _closest_pair(slots, end):  # pragma: no cover - compiled by numba
+    """The pair to merge among slots 0..end-1: the slot with the smallest nearest distance (the
+    first NaN, else the first minimum) and its nearest slot; the first two live slots when no
+    distance is finite (only identical centres left: the original merged a slot with an empty one
+    there)."""
     i, best = 0, np.inf
     for s in range(end):
-        if nearest_dist[s] != nearest_dist[s]:
+        d = slots.nearest_dist[s]
+        if d != d:
             i = s
             break
-        if nearest_dist[s] < best:
-            i, best = s, nearest_dist[s]
-    if math.isfinite(nearest_dist[i]):
-        return i, nearest[i]
+        if d < best:
+            i, best = s, d
+    if math.isfinite(slots.nearest_dist[i]):
+        return i, slots.nearest[i]
     first = -1
     for s in range(end):
-        if live[s]:
+        if slots.live[s]:
             if first >= 0:
                 return first, s
             first = s
@@ -235,87 +242,99 @@ def _merge_slots(slots, i, j, new):  # pragma: no cover - compiled by numba
     beta = a_i + a_j; mu = (a_i mu_i + a_j mu_j) / beta;
     cov = (a_i cov_i + a_j cov_j + (a_i a_j / beta) dmu dmu^T) / beta (the original's order).
     """
-    ai, aj = slots[i, 0], slots[j, 0]
+    ai, aj = slots.weight[i], slots.weight[j]
     beta = ai + aj
-    xi, xj, yi, yj = slots[i, 1], slots[j, 1], slots[i, 2], slots[j, 2]
+    xi, xj, yi, yj = slots.x[i], slots.x[j], slots.y[i], slots.y[j]
     harmonic = (ai * aj) / beta
     dx, dy = xi - xj, yi - yj
-    spread = (dx * dx, dx * dy, dy * dx, dy * dy)
-    slots[new, 0] = beta
-    slots[new, 1] = (ai * xi + aj * xj) / beta
-    slots[new, 2] = (ai * yi + aj * yj) / beta
-    for q in range(3, 7):  # c00, c01, c10, c11
-        slots[new, q] = (ai * slots[i, q] + aj * slots[j, q] + harmonic * spread[q - 3]) / beta
+    slots.weight[new] = beta
+    slots.x[new] = (ai * xi + aj * xj) / beta
+    slots.y[new] = (ai * yi + aj * yj) / beta
+    cov = slots.cov
+    cov[new, 0] = (ai * cov[i, 0] + aj * cov[j, 0] + harmonic * (dx * dx)) / beta
+    cov[new, 1] = (ai * cov[i, 1] + aj * cov[j, 1] + harmonic * (dx * dy)) / beta
+    cov[new, 2] = (ai * cov[i, 2] + aj * cov[j, 2] + harmonic * (dy * dx)) / beta
+    cov[new, 3] = (ai * cov[i, 3] + aj * cov[j, 3] + harmonic * (dy * dy)) / beta
+    for gone in (i, j):
+        slots.live[gone] = False
+        slots.nearest_dist[gone] = np.inf
+        slots.nearest[gone] = -1
 
 
 @_jit
 def _agglomerate_region(slots, n, k):  # pragma: no cover - compiled by numba
-    """Merge the closest pair of slots until k of the n inputs' Gaussians remain.
-
-    Args:
-        slots: (2n - k, 7) the inputs in rows 0..n-1; the merges are written below them.
-        n, k: inputs and components, 1 <= k <= n.
-
-    Returns:
-        (2n - k,) bool: the live slots.
-    """
+    """Merge the closest pair of slots until k of the n inputs (in slots 0..n-1) remain; on
+    return ``slots.live`` marks the survivors among slots 0..2n-k-1."""
     n_slots = 2 * n - k
-    live = np.zeros(n_slots, dtype=np.bool_)
-    live[:n] = True
-    nearest_dist = np.full(n_slots, np.inf)
-    nearest = np.full(n_slots, -1, dtype=np.int64)
+    slots.live[:n] = True
+    slots.live[n:n_slots] = False
+    slots.nearest_dist[:n_slots] = np.inf
+    slots.nearest[:n_slots] = -1
     for s in range(n - 1):
-        nearest_dist[s], nearest[s] = _nearest_later(slots, live, s, n)
+        slots.nearest_dist[s], slots.nearest[s] = _nearest_later(slots, s, n)
     for new in range(n, n_slots):
-        i, j = _closest_pair(nearest_dist, nearest, live, new)
+        i, j = _closest_pair(slots, new)
         _merge_slots(slots, i, j, new)
-        for gone in (i, j):
-            live[gone] = False
-            nearest_dist[gone] = np.inf
-            nearest[gone] = -1
+        x, y = slots.x[new], slots.y[new]
         for s in range(new):  # the new Gaussian may be the nearest later slot of any live one
-            if live[s]:
-                d = _distance(slots, s, new)
-                if d < nearest_dist[s]:
-                    nearest_dist[s], nearest[s] = d, new
-        live[new] = True
+            if slots.live[s]:
+                d = _distance(slots, s, x, y)
+                if d < slots.nearest_dist[s]:
+                    slots.nearest_dist[s], slots.nearest[s] = d, new
+        slots.live[new] = True
         for s in range(new):  # slots whose nearest slot was just merged away: recompute
-            if live[s] and (nearest[s] == i or nearest[s] == j):
-                nearest_dist[s], nearest[s] = _nearest_later(slots, live, s, new + 1)
-    return live
+            if slots.live[s] and (slots.nearest[s] == i or slots.nearest[s] == j):
+                slots.nearest_dist[s], slots.nearest[s] = _nearest_later(slots, s, new + 1)
 
 
 @_jit
-def _agglomerate(members, starts, counts, ks):  # pragma: no cover - compiled by numba
+def _agglomerate(weight, mean, cov, starts, counts, ks):  # pragma: no cover - compiled by numba
     """:func:`_agglomerate_region` for every region.
 
     Args:
-        members: (T, 7) slot rows of all members, regions contiguous.
+        weight (T,), mean (T, 2), cov (T, 4): the members, regions contiguous.
         starts, counts, ks: (G,) first member, member count and components of every region.
 
     Returns:
-        (surviving slot rows (K, 7), their regions (K,)), regions ascending, slot order within.
+        The survivors, regions ascending, slot order within: weight (K,), mean (K, 2), cov (K, 4)
+        and region (K,).
     """
-    total = 0
+    total, most = 0, 1
     for r in range(counts.shape[0]):
         if counts[r] > 0:
             total += ks[r]
-    out = np.empty((total, 7))
-    out_region = np.empty(total, dtype=np.int64)
+            most = max(most, 2 * counts[r] - ks[r])
+    out_weight, out_mean = np.empty(total), np.empty((total, 2))
+    out_cov, out_region = np.empty((total, 4)), np.empty(total, dtype=np.int64)
+    slots = _Slots(
+        np.empty(most),
+        np.empty(most),
+        np.empty(most),
+        np.empty((most, 4)),
+        np.empty(most, dtype=np.bool_),
+        np.empty(most),
+        np.empty(most, dtype=np.int64),
+    )
     o = 0
     for r in range(counts.shape[0]):
         n, k = counts[r], ks[r]
         if n == 0:
             continue
-        slots = np.empty((2 * n - k, 7))
-        slots[:n] = members[starts[r] : starts[r] + n]
-        live = _agglomerate_region(slots, n, k)
+        first = starts[r]
+        slots.weight[:n] = weight[first : first + n]
+        slots.x[:n] = mean[first : first + n, 0]
+        slots.y[:n] = mean[first : first + n, 1]
+        slots.cov[:n] = cov[first : first + n]
+        _agglomerate_region(slots, n, k)
         for s in range(2 * n - k):
-            if live[s]:
-                out[o] = slots[s]
+            if slots.live[s]:
+                out_weight[o] = slots.weight[s]
+                out_mean[o, 0] = slots.x[s]
+                out_mean[o, 1] = slots.y[s]
+                out_cov[o] = slots.cov[s]
                 out_region[o] = r
                 o += 1
-    return out, out_region
+    return out_weight, out_mean, out_cov, out_region
 
 
 def agglomerative_init_batch(members: Mixture, k) -> Mixture:
@@ -335,21 +354,21 @@ def agglomerative_init_batch(members: Mixture, k) -> Mixture:
         Mixture of min(n, k) components per non-empty region, regions ascending; within a region
         the surviving inputs in input order, then the merged components in creation order.
     """
-    members = Mixture.of(*members)
-    if members.region.size == 0:
-        return members
-    counts = np.bincount(members.region)
+    # C-contiguous float64 / int64 inputs, so the kernel has one compiled specialisation.
+    weight = np.ascontiguousarray(members.weight, dtype=np.float64).reshape(-1)
+    mean = np.ascontiguousarray(members.mean, dtype=np.float64).reshape(-1, 2)
+    cov = np.ascontiguousarray(members.cov, dtype=np.float64).reshape(-1, 4)
+    region = np.asarray(members.region, dtype=np.int64).reshape(-1)
+    if region.size == 0:
+        return Mixture(weight, mean, cov.reshape(-1, 2, 2), region)
+    counts = np.bincount(region)
     ks = np.asarray(k, dtype=np.int64).reshape(-1)[: counts.size]
     if ks.size < counts.size:
         raise ValueError(f"agglomerative_init_batch: {counts.size} regions but {ks.size} k")
-    ks = np.maximum(ks, 1)
-    ks = np.minimum(ks, np.maximum(counts, 1))
-    rows = np.empty((members.weight.size, 7))
-    rows[:, 0] = members.weight
-    rows[:, 1:3] = members.mean
-    rows[:, 3:7] = members.cov.reshape(-1, 4)
-    out, region = _agglomerate(rows, segment_starts(counts), counts, ks)
-    return Mixture(out[:, 0].copy(), out[:, 1:3].copy(), out[:, 3:7].reshape(-1, 2, 2), region)
+    ks = np.minimum(np.maximum(ks, 1), np.maximum(counts, 1))
+    starts = segment_starts(counts)
+    weight, mean, cov, region = _agglomerate(weight, mean, cov, starts, counts, ks)
+    return Mixture(weight, mean, cov.reshape(-1, 2, 2), region)
 
 
 def agglomerative_init(
@@ -407,7 +426,8 @@ class _Diagonal(NamedTuple):
             return cls(mean[..., 0], mean[..., 1], var_x, var_y, np.sqrt(var_x), np.sqrt(var_y))
 
     def take(self, index) -> _Diagonal:
-        return _Diagonal(*(values[index] for values in self))
+        x, y, var_x, var_y, sd_x, sd_y = self
+        return _Diagonal(x[index], y[index], var_x[index], var_y[index], sd_x[index], sd_y[index])
 
 
 def _diagonal_kl(f: _Diagonal, g: _Diagonal) -> np.ndarray:
@@ -455,6 +475,7 @@ class MemberPairs:
         component: (P,) component of each pair (index into the components).
         local: (P,) the component's position within its region.
         start: (T,) first pair of every member.
+        count: (T,) pairs of every member (the components of its region).
         members: (P,) the members' diagonals, one row per pair.
     """
 
@@ -462,29 +483,30 @@ class MemberPairs:
     component: np.ndarray
     local: np.ndarray
     start: np.ndarray
+    count: np.ndarray
     members: _Diagonal
 
     @classmethod
     def of(cls, members: Mixture, components_per_region: np.ndarray) -> MemberPairs:
         """The pairs of ``members`` with the components of their regions, which are laid out
         region by region with ``components_per_region`` (G,) of each."""
-        per_member = components_per_region[members.region]
-        member = np.repeat(np.arange(members.region.size), per_member)
-        local = ragged_arange(per_member)
-        first_component = segment_starts(components_per_region)[members.region]
-        diagonal = _Diagonal.of(members.mean[member], members.cov[member])
-        component = first_component[member] + local
-        return cls(member, component, local, segment_starts(per_member), diagonal)
+        count = components_per_region[members.region]
+        member = np.repeat(np.arange(members.region.size), count)
+        local = ragged_arange(count)
+        component = segment_starts(components_per_region)[members.region][member] + local
+        diagonal = _Diagonal.of(members.mean, members.cov).take(member)
+        return cls(member, component, local, segment_starts(count), count, diagonal)
 
     def restricted_to(self, members: np.ndarray) -> MemberPairs:
         """The pairs of the given members (ascending indices), renumbered 0..len(members)-1."""
-        counts = np.diff(np.r_[self.start, self.member.size])[members]
-        pick = np.repeat(self.start[members], counts) + ragged_arange(counts)
+        count = self.count[members]
+        pick = np.repeat(self.start[members], count) + ragged_arange(count)
         return MemberPairs(
-            np.repeat(np.arange(members.size), counts),
+            np.repeat(np.arange(members.size), count),
             self.component[pick],
             self.local[pick],
-            segment_starts(counts),
+            segment_starts(count),
+            count,
             self.members.take(pick),
         )
 
@@ -628,23 +650,27 @@ def collapse_batch(members: Mixture, k, budget: CollapseBudget | None = None) ->
     work_per_e_step = n.astype(np.float64) * em.components_per_region
     converged = np.zeros(n_regions, dtype=bool)
 
-    def stop(regions, new_status, message=None):
-        """Give the regions their final status (logging the message); returns them as a mask."""
-        for r in np.flatnonzero(regions):
-            if message is not None:
-                logger.warning("n=%d k=%d: %s", n[r], k[r], message)
-            status[r] = new_status
-        return regions
+    def finish(regions, outcome):
+        """Give the regions of a (G,) mask their final status and log its message."""
+        if not regions.any():
+            return
+        for r in np.flatnonzero(regions).tolist():
+            if outcome != CONVERGED:
+                logger.warning("n=%d k=%d: %s", n[r], k[r], MESSAGES[outcome])
+            status[r] = outcome
 
     while running.any():
         with np.errstate(invalid="ignore"):
-            more = (delta > budget.epsilon) & (iterations < budget.max_iter)
-            not_converged = running & ~more & (delta > budget.epsilon)
-        converged |= stop(running & ~more & ~not_converged, CONVERGED)
-        stop(not_converged, NOT_CONVERGED, MSG_NOT_CONVERGED)
-        running &= more
+            improving = delta > budget.epsilon  # False for a NaN delta, as the original's test
+        finished = running & ~(improving & (iterations < budget.max_iter))
+        converged |= finished & ~improving
+        finish(finished & improving, NOT_CONVERGED)
+        finish(finished & ~improving, CONVERGED)
+        running &= ~finished
         need = work_per_e_step * (2.0 if em.assign is None else 1.0)  # the first needs two
-        running &= ~stop(running & (work_done + need > budget.em_work), EM_BUDGET, MSG_EM_BUDGET)
+        over_budget = running & (work_done + need > budget.em_work)
+        finish(over_budget, EM_BUDGET)
+        running &= ~over_budget
         if not running.any():
             break
         work_done[running] += need[running]
@@ -653,7 +679,9 @@ def collapse_batch(members: Mixture, k, budget: CollapseBudget | None = None) ->
         with np.errstate(invalid="ignore"):
             delta = np.where(running, objective - new_objective, delta)
         objective = np.where(running, new_objective, objective)
-        running &= ~stop(running & (delta < 0), NOT_MONOTONIC, MSG_NOT_MONOTONIC)
+        worse = running & (delta < 0)
+        finish(worse, NOT_MONOTONIC)
+        running &= ~worse
     use_em = converged[initial.region]
     weight = np.where(use_em, em.components.weight, initial.weight)
     mean = np.where(use_em[:, None], em.components.mean, initial.mean)

@@ -270,7 +270,8 @@ def find_regions(
     n_regions = rect.shape[0]
     x, y, w, h = rect[:, 0], rect[:, 1], rect[:, 2], rect[:, 3]
     # QUIRK: members are the detections whose ORIGINAL centre lies in the bounding rectangle,
-    # bounds included; the contour polygon is ignored, so a detection may join several regions.
+    # bounds included; the contour is ignored, so a detection may join several regions
+    # (docs/em-merger.md).
     g = heat_map.gaussians
     member_region, member_detection = points_in_rects(
         g.cx, g.cy, np.stack([x, y, x + w, y + h], axis=1)
@@ -303,7 +304,7 @@ def collapse_regions(regions: Regions, detections: _Detections, config: EmMerger
     Four cases by the member count n and the estimate K:
 
     - n <= K: the members' own Gaussians are the components (the original produced nothing,
-      dropping isolated detections);
+      dropping isolated detections; docs/em-merger.md);
     - K <= min_k, or the agglomerative init over budget: NMS on the members (the original's
       fallback, with its timeout replaced by a work budget);
     - K = 1: the members' moment-matched Gaussian (what the collapse converges to);
@@ -321,14 +322,14 @@ def collapse_regions(regions: Regions, detections: _Detections, config: EmMerger
     n, k, valid = regions.count, regions.k, regions.valid
     over_budget = init_costs(n, k) > config.init_budget
     to_nms = valid & (n > k) & ((k <= config.min_k) | over_budget)
-    single = valid & (n > k) & (k == 1) & ~to_nms
-    general = valid & (n > k) & (k > 1) & ~to_nms
-    direct = valid & (n <= k)
+    one_object = valid & (n > k) & (k == 1) & ~to_nms
+    many_objects = valid & (n > k) & (k > 1) & ~to_nms
+    few_members = valid & (n <= k)
 
-    parts = [_moment_matched(regions, single, detections, config)]
+    parts = [_moment_matched(regions, one_object, detections, config)]
     fallback = {r: _fallback_boxes(regions, r, detections, config) for r in _indices(to_nms)}
-    parts.append(_member_gaussians(regions, direct, detections))
-    collapsed, failed = _collapsed(regions, general, detections, config)
+    parts.append(_member_gaussians(regions, few_members, detections))
+    collapsed, failed = _collapsed(regions, many_objects, detections, config)
     parts.append(collapsed)
     fallback.update({r: _fallback_boxes(regions, r, detections, config) for r in failed})
     components = Mixture(*(np.concatenate(values) for values in zip(*parts)))
@@ -378,7 +379,9 @@ def _moment_matched(regions, selected, detections, config):
     members, chosen = _em_members(regions, selected, detections)
     n = chosen.size
     placeholder = Mixture.of(np.zeros(n), np.zeros((n, 2)), np.zeros((n, 2, 2)), chosen)
-    over = 3.0 * regions.count[chosen] > config.em_budget  # message only: same parameters
+    # The agglomerative init and EM agree here (both give the moment-matched Gaussian), so EM's
+    # budget (n work units per E-step, three E-steps to confirm) only decides the message.
+    over = 3.0 * regions.count[chosen] > config.em_budget
     for r in chosen[over].tolist():
         logger.warning("region %d n=%d k=1: %s", r, regions.count[r], MSG_EM_BUDGET)
     return m_step(members, members.region, placeholder)
@@ -398,8 +401,9 @@ def _collapsed(regions, selected, detections, config):
 
 
 def _fallback_boxes(regions, region, detections, config):
-    """The NMS fallback of one region: IoMin NMS on its members (QUIRK: not IoU; every box is
-    compared, the original never compared the last one). The survivors become candidates."""
+    """The NMS fallback of one region: IoMin NMS on its members (QUIRK: IoMin, not IoU; every box
+    is compared, the original never compared the last one; docs/em-merger.md). The survivors
+    become candidates."""
     members = regions.members_of(region)
     logger.warning(
         "region %d n=%d k=%d: k <= min_k or EM failed - falling back to NMS",

@@ -450,7 +450,8 @@ def gaussian_kl(
 
     KL_tj = ln(sg_x / sf_x) + ln(sg_y / sf_y) + (sf_x^2 + dx^2) / (2 sg_x^2)
     + (sf_y^2 + dy^2) / (2 sg_y^2). QUIRK: only the diagonals of both covariances are used (the
-    components' are full), and the true KL's constant -1 is dropped, so identical Gaussians give 1.
+    components' are full), and the true KL's constant -1 is dropped, so identical Gaussians give 1
+    (docs/em-merger.md).
     With weights summing to 1 this shifts the EM objective by exactly 1 and changes neither the
     assignments nor the convergence test.
 
@@ -724,7 +725,7 @@ class _HardEm:
             new_assign, new_min_kl = hard_e_step(pairs, self.components)
             changed = new_assign != self.assign[active_member]
             changed = np.bincount(region[active_member], changed, minlength=self.n_regions) > 0
-            self.frozen |= active & ~changed
+            self.frozen |= active & ~changed  # unchanged assignments: a fixed point from here on
             self.assign[active_member] = new_assign
             self.min_kl[active_member] = new_min_kl
         return np.bincount(

@@ -1,4 +1,4 @@
-"""Benchmark of the EM-Merger (utils/em_merger.py) against plain IoU-NMS on simulated detections.
+"""Benchmark of the EM-Merger (postprocess/) against plain IoU-NMS on simulated detections.
 
 Scenes are photo-sized (3264x2448) packed shelves from ``synthetic.make_layout``; raw detections are
 simulated per object (several jittered boxes, boxes straddling two touching neighbours, background
@@ -14,15 +14,12 @@ COCO AP / AP.75 / AR300 (``utils.eval.evaluate_detections``, maxDets 300) and co
 20k raw detections and the speed and agreement of a straightforward full-resolution REFERENCE
 implementation of the original algorithm (kept here, clearly marked, for the ratio only).
 
-The MoG agglomerative init runs through numba when it is installed (``mog.USE_NUMBA``) and through
-NumPy otherwise. With ``--backend both`` (the default when numba is installed) every EM-Merger
-timing is taken for both paths in the same process, interleaved image by image (so that other load
-on the machine hits both alike), and the outputs of the two paths are checked to be identical.
+The MoG agglomerative init is a numba kernel; its one-time start-up (``mog.warm_up``) is paid
+before the timings and reported.
 
 Usage:
     taskset -c 0 python scripts/bench_merger.py            # full run
     taskset -c 0 python scripts/bench_merger.py --quick    # a fast run
-    taskset -c 0 python scripts/bench_merger.py --backend numpy   # NumPy path only
 """
 
 from __future__ import annotations
@@ -40,17 +37,21 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from object_detector_retinanet.keras_retinanet.utils import mog
-from object_detector_retinanet.keras_retinanet.utils.boxes import (
-    compute_overlap,
-    non_max_suppression,
-)
-from object_detector_retinanet.keras_retinanet.utils.em_merger import (
+from object_detector_retinanet.keras_retinanet.postprocess import (
     SELECTIONS,
     EmMergerConfig,
     merge_detections,
 )
-from object_detector_retinanet.keras_retinanet.utils.mog import e_step, m_step
+from object_detector_retinanet.keras_retinanet.postprocess.mog import (
+    Mixture,
+    e_step,
+    m_step,
+    warm_up,
+)
+from object_detector_retinanet.keras_retinanet.utils.boxes import (
+    compute_overlap,
+    non_max_suppression,
+)
 from object_detector_retinanet.keras_retinanet.utils.synthetic import (
     default_object_sizes,
     make_layout,
@@ -207,7 +208,7 @@ def reference_merge(det, shape):
             while delta > 1e-10 and it < 20:
                 it += 1
                 a, _ = e_step(mu, cov, mc, cc)
-                beta, mc, cc = m_step(alpha, mu, cov, a, beta, mc, cc)
+                beta, mc, cc, _ = m_step(Mixture.of(alpha, mu, cov), a, Mixture.of(beta, mc, cc))
                 _, mk = e_step(mu, cov, mc, cc)
                 prev, dv = dv, float(np.dot(alpha, mk))
                 delta = prev - dv
@@ -327,25 +328,6 @@ def _time(fn, reps):
     return float(np.median(ts)) * 1e3, out
 
 
-def _time_backends(fn, reps, backends):
-    """{backend: (median ms, output)} of fn() with mog.USE_NUMBA set per backend, the backends
-    alternating repetition by repetition; the outputs of all backends must be identical."""
-    ts = {b: [] for b in backends}
-    outs = {}
-    for _ in range(reps):
-        for b in backends:
-            mog.USE_NUMBA = b == "numba"
-            t = time.perf_counter()
-            outs[b] = fn()
-            ts[b].append(time.perf_counter() - t)
-    mog.USE_NUMBA = backends[0] == "numba"
-    first = outs[backends[0]]
-    for b in backends[1:]:
-        if outs[b].shape != first.shape or not np.array_equal(outs[b], first):
-            raise AssertionError(f"backends {backends[0]} and {b} gave different outputs")
-    return {b: (float(np.median(ts[b])) * 1e3, outs[b]) for b in backends}
-
-
 def _metrics(gts, outs):
     from object_detector_retinanet.keras_retinanet.utils.eval import evaluate_detections
 
@@ -363,27 +345,14 @@ def main(argv=None):
     p.add_argument("--reference", type=int, default=None,
                    help="images per regime also run through the slow REFERENCE (default 2/1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=("both", "numba", "numpy"), default=None,
-                   help="MoG agglomerative init path(s) to time (default: both if numba is "
-                        "installed, else numpy)")
     args = p.parse_args(argv)
-    backend = args.backend or ("both" if mog._HAVE_NUMBA else "numpy")
-    if backend != "numpy" and not mog._HAVE_NUMBA:
-        p.error("numba is not installed")
-    backends = ("numba", "numpy") if backend == "both" else (backend,)
-    mog.USE_NUMBA = backends[0] == "numba"
-    if mog.USE_NUMBA:
-        import numba
+    import numba
 
-        wu = mog.warm_up()  # numba start-up + kernel cache load (or compile), not timed below
-        msg = (f"MoG agglomerative init: numba {numba.__version__} kernel (its first call in "
-               f"this process took {1e3 * wu:.0f} ms: numba start-up + kernel cache load or "
-               f"compile; not in the timings)")
-        print(msg + ("; timed against the NumPy path in the same process, interleaved"
-                     if len(backends) > 1 else ""))
-    else:
-        print("MoG agglomerative init: NumPy path (numba not used)")
-    main_col = f"ms/img[{backends[0]}]"
+    wu = warm_up()  # numba start-up + kernel cache load (or compile), not timed below
+    print(f"MoG agglomerative init: numba {numba.__version__} kernel (its first call in this "
+          f"process took {1e3 * wu:.0f} ms: numba start-up + kernel cache load or compile; not "
+          f"in the timings)")
+    main_col = "ms/img"
     n_img = args.images or (3 if args.quick else 8)
     reps = args.reps or (3 if args.quick else 5)
     n_ref = args.reference if args.reference is not None else (1 if args.quick else 2)
@@ -396,25 +365,20 @@ def main(argv=None):
         nobj = np.median([len(s[0]) for s in scenes])
         print(f"\n== regime {regime}: {n_img} images {PHOTO[1]}x{PHOTO[0]}, median {ndet:.0f} raw "
               f"detections, {nobj:.0f} objects ==")
-        other = f"{'ms/img[' + backends[1] + ']':>16}" if len(backends) > 1 else ""
-        print(f"{'method':<26}{main_col:>16}{other}{'AP':>8}{'AP.75':>8}{'AR300':>8}{'MAE':>8}")
+        print(f"{'method':<26}{main_col:>16}{'AP':>8}{'AP.75':>8}{'AR300':>8}{'MAE':>8}")
         rows = []
         t_nms = [_time(lambda s=s: _nms(s[1]), reps) for s in scenes]
         rows.append(("IoU-NMS 0.5", [np.median([t for t, _ in t_nms])], [o for _, o in t_nms]))
         for sel in SELECTIONS:
             cfg = EmMergerConfig(selection=sel, soft_column=6)
-            res = [_time_backends(lambda s=s, c=cfg: merge_detections(s[1], s[2], c), reps,
-                                  backends) for s in scenes]
-            rows.append((f"EM-Merger {sel}",
-                         [np.median([r[b][0] for r in res]) for b in backends],
-                         [r[backends[0]][1] for r in res]))
+            res = [_time(lambda s=s, c=cfg: merge_detections(s[1], s[2], c), reps)
+                   for s in scenes]
+            rows.append((f"EM-Merger {sel}", [np.median([r[0] for r in res])],
+                         [r[1] for r in res]))
         for name, ms, outs in rows:
             m = _metrics(gts, outs)
-            t2 = f"{ms[1]:16.1f}" if len(ms) > 1 else (" " * 16 if other else "")
-            print(f"{name:<26}{ms[0]:16.1f}{t2}{m['AP']:8.3f}{m['AP75']:8.3f}{m['AR300']:8.3f}"
+            print(f"{name:<26}{ms[0]:16.1f}{m['AP']:8.3f}{m['AP75']:8.3f}{m['AR300']:8.3f}"
                   f"{m['MAE']:8.2f}")
-        if len(backends) > 1:
-            print(f"(outputs of {' and '.join(backends)} identical on every image and rule)")
         if n_ref:
             ref = [_time(lambda s=s: reference_merge(s[1], s[2]), 1) for s in scenes[:n_ref]]
             fast = [_time(lambda s=s: merge_detections(s[1], s[2]), reps) for s in scenes[:n_ref]]
@@ -430,17 +394,14 @@ def main(argv=None):
                   f"/ fast {mf['MAE']:.2f}")
 
     print("\n== scaling (easy regime, photo-sized products, more objects per image) ==")
-    other = f"{'ms/img[' + backends[1] + ']':>16}" if len(backends) > 1 else ""
-    print(f"{'raw dets':>9}{'objects':>9}{'image':>13}{main_col:>16}{'us/det':>8}{other}")
+    print(f"{'raw dets':>9}{'objects':>9}{'image':>13}{main_col:>16}{'us/det':>8}")
     targets = (500, 2000, 8000) if args.quick else (500, 2000, 8000, 20000)
     base_n = np.median([len(make_scene(args.seed * 1000 + i, "easy")[1]) for i in range(2)])
     for target in targets:
         sc = make_scene(args.seed + 77, "easy", objects_scale=target / base_n)
-        res = _time_backends(lambda sc=sc: merge_detections(sc[1], sc[2]), reps, backends)
-        ms = res[backends[0]][0]
-        t2 = f"{res[backends[1]][0]:16.1f}" if len(backends) > 1 else ""
+        ms, _ = _time(lambda sc=sc: merge_detections(sc[1], sc[2]), reps)
         print(f"{len(sc[1]):9d}{len(sc[0]):9d}{sc[2][1]:>7}x{sc[2][0]:<5}{ms:16.1f}"
-              f"{1e3 * ms / len(sc[1]):8.2f}{t2}")
+              f"{1e3 * ms / len(sc[1]):8.2f}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """Every constant of the SKU-110K recipe, once, with where it comes from (spec §4–§7).
 
 Argparse (``bin/``) is the only user-facing configuration; these frozen dataclasses hold the
-defaults it starts from and the values library code falls back to. The EM-Merger's constants live
-beside it in :class:`..utils.em_merger.EmMergerConfig` so that
-module stays free of everything else.
+defaults it starts from and the values library code falls back to, the EM-Merger's
+(:class:`EmMergerConfig`, used by ``postprocess/``) included.
 
 This module imports nothing heavy (no TensorFlow, no Keras).
 """
@@ -88,3 +87,77 @@ class PredictConfig:
     hard_score_rate: float = 0.5  # confidence = r * hard + (1 - r) * soft
     max_detections: int = 9999  # top-k by confidence fed to the EM-Merger
     draw_threshold: float = 0.5  # draw merged detections with confidence > 0.5
+
+
+# --- EM-Merger (paper §4; the story behind each value: docs/em-merger.md) ---
+# Per-region pick rules of EmMergerConfig.selection.
+SELECTIONS = ("original", "confidence", "hard", "soft_iou", "consensus", "candidate_iou")
+
+
+@dataclass(frozen=True)
+class EmMergerConfig:
+    """EM-Merger settings: the original code's effective constants plus this port's own knobs.
+
+    Field names and order are a public API (``merge_detections(..., config)``, pickled into
+    worker processes).
+    """
+
+    # Boxes shrink to about w/2 x h/2 for the heat map, the sigmas (w/4, h/4) and the median area
+    # of the K estimate. QUIRK: the original's class default 0.3 is overwritten at run time.
+    box_size_factor: float = 0.5
+    # Candidate boxes must be strictly wider and taller than this (px).
+    min_box_size: int = 5
+    # chi2(2) quantile of the redundancy ellipses: radius sqrt(chi2.ppf(0.5, 2)) = 1.1774 sigma.
+    ellipsoid_thresh: float = 0.5
+    # Regions with K <= min_k skip EM and fall back to NMS on their members (0: EM always).
+    min_k: int = 0
+    # Heat values <= 4 on the 0..255 map are background (cv2.THRESH_TOZERO at 4).
+    heat_threshold: int = 4
+    # A region's bounding rectangle (of its heat-map contour) must be wider and taller (px).
+    min_contour_side: int = 3
+    # Cap on the number of objects K estimated for one region.
+    max_k: int = 100
+    # EM iterations at most (the original's collapse() default of 100 is never used).
+    max_iter: int = 20
+    # EM stops once the objective improves by no more than this (the unused default: 1e-100).
+    epsilon: float = 1e-10
+    # Agglomerative-init work per region, (n - k) * (2n - k)^2 distance cells; a region above
+    # it falls back to NMS. About what the original's 3 s SIGALRM timeout allowed.
+    init_budget: float = 1e9
+    # EM work per region, n * k KL evaluations per E-step; when spent, the agglomerative
+    # parameters are used (replaces the original's 10 s timeout, practically never reached).
+    em_budget: float = 1e8
+    # Candidate box half-size in sigmas (QUIRK: an axis-aligned rectangle, not the ellipse).
+    candidate_sigmas: float = 2.0
+    # Angular step (degrees) of the redundancy ellipses' polygons (cv2.ellipse2Poly).
+    ellipse_delta: int = 15
+    # True reproduces the original's negated angle, which mirrors tilted ellipses.
+    mirror_ellipse_angle: bool = False
+    # Per-region fallback NMS: IoMin >= 0.3 suppresses (QUIRK: intersection / min area).
+    fallback_nms_threshold: float = 0.3
+    # Final suppression across regions: IoMin >= 0.3 suppresses (QUIRK: not IoU).
+    final_nms_threshold: float = 0.3
+    # Per-candidate pick among the detections it claims, one of SELECTIONS. "original" (KEEP):
+    # 0.5 * confidence + 0.5 * hard (= 0.75 hard + 0.25 soft at rate 0.5); "confidence"; "hard";
+    # "soft_iou" (the Soft-IoU score); "consensus" (sum over the claimed detections of
+    # soft * IoU with the candidate: a soft-weighted medoid); "candidate_iou" (soft * IoU with
+    # the candidate's 2-sigma box). Ties: the highest confidence first.
+    selection: str = "original"
+    # Input column of the soft (Soft-IoU) score; None: recovered from
+    # confidence = r * hard + (1 - r) * soft with r = hard_score_rate.
+    soft_column: int | None = None
+    # r of the confidence mix above (as predict's --hard_score_rate).
+    hard_score_rate: float = PredictConfig.hard_score_rate
+    # Heat-map sampling step s in px: None picks it from the box sizes; 1 renders the
+    # original's full-resolution map exactly; any int >= 1 forces it.
+    heat_map_downscale: int | None = None
+    # Automatic s: the median shrunk box side spans about this many heat-map samples.
+    heat_map_samples_per_box: float = 8.0
+
+    def __post_init__(self):
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.heat_map_downscale is not None and int(self.heat_map_downscale) < 1:
+            raise ValueError(f"heat_map_downscale must be >= 1, got {self.heat_map_downscale}")
+        if self.heat_map_samples_per_box <= 0:
+            raise ValueError("heat_map_samples_per_box must be > 0")

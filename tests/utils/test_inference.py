@@ -519,15 +519,3 @@ def test_degenerate_boxes_are_dropped_before_the_merger():
     rows = raw_detections(boxes, hard, hard, np.zeros(4), scale=1.0)
     # [5,5,5,9] has zero width and [8,2,3,9] is inverted: only rows 0 and 3 remain
     np.testing.assert_array_equal(rows[:, :4], [[0, 0, 10, 10], [0, 0, 4, 1]])
-
-
-def test_nms_merge_keeps_the_most_confident_of_overlapping_boxes():
-    from object_detector_retinanet.keras_retinanet.utils.inference import nms_merge
-
-    rows = np.array([
-        [0, 0, 10, 10, 0.6, 0.6],
-        [1, 0, 11, 10, 0.9, 0.9],  # IoU with row 0 = 9*10 / (100 + 100 - 90) = 0.818 -> wins
-        [20, 0, 30, 10, 0.5, 0.5],  # no overlap -> kept
-    ])
-    np.testing.assert_array_equal(nms_merge(rows, (40, 40)), rows[[1, 2]])
-    assert nms_merge(rows[:0], (40, 40)).shape == (0, 6)

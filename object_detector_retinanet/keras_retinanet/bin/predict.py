@@ -119,7 +119,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--selection",
-        choices=("original", "confidence", "hard", "soft_iou", "consensus", "candidate_iou"),
+        choices=config.SELECTIONS,
         default="original",
         help="How the EM-Merger picks one detection per object: 'original' (default, the "
         "paper's code: 0.5*confidence + 0.5*hard) or e.g. 'soft_iou' (the Soft-IoU score; better "
@@ -219,10 +219,9 @@ def main(argv=None):
     print(f"hard_score_rate={args.hard_score_rate}")
     _common.setup_devices(args.gpu)
 
+    from object_detector_retinanet.keras_retinanet.postprocess import EmMergerConfig, nms_merge
     from object_detector_retinanet.keras_retinanet.preprocessing.csv_generator import CSVGenerator
-    from object_detector_retinanet.keras_retinanet.utils.em_merger import EmMergerConfig
     from object_detector_retinanet.keras_retinanet.utils.inference import (
-        nms_merge,
         predict_images,
         results_filename,
     )
@@ -244,7 +243,7 @@ def main(argv=None):
         args.model, args.backbone, generator.num_classes(), args.score_threshold
     )
     if args.merger == "em":
-        from object_detector_retinanet.keras_retinanet.utils.mog import warm_up
+        from object_detector_retinanet.keras_retinanet.postprocess.mog import warm_up
 
         warm_up()  # pay numba's one-off start-up (~0.1 s) now, not inside the first merge
     paths.create_folder(args.results_dir)

@@ -34,12 +34,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from object_detector_retinanet.keras_retinanet.config import PredictConfig, TrainConfig
-from object_detector_retinanet.keras_retinanet.utils.boxes import non_max_suppression
-from object_detector_retinanet.keras_retinanet.utils.em_merger import (
+from object_detector_retinanet.keras_retinanet.config import (
     EmMergerConfig,
-    merge_detections,
+    PredictConfig,
+    TrainConfig,
 )
+from object_detector_retinanet.keras_retinanet.postprocess.em_merger import merge_detections
+
+# Re-exported: callers import nms_merge from here until this module is reorganised.
+from object_detector_retinanet.keras_retinanet.postprocess.nms import nms_merge  # noqa: F401
 from object_detector_retinanet.keras_retinanet.utils.image import preprocess_image, resize_image
 from object_detector_retinanet.keras_retinanet.utils.visualization import (
     DETECTION_COLOR,
@@ -152,25 +155,6 @@ def raw_detections(
     rows[:, HARD_SCORE] = hard[order]
     rows[:, LABEL] = labels[order]
     return rows
-
-
-def nms_merge(
-    detections: np.ndarray, image_shape: tuple[int, int], threshold: float | None = None
-) -> np.ndarray:
-    """Plain IoU-NMS by confidence (the paper's "& NMS" baselines), same interface as the merger.
-
-    Args:
-        detections: ``(N, 6+)`` rows ``[x1, y1, x2, y2, confidence, hard_score, ...]``.
-        image_shape: unused (kept for the merger's signature).
-        threshold: IoU at which a lower-confidence box is suppressed (default 0.5).
-    """
-    del image_shape
-    if len(detections) == 0:
-        return detections
-    keep = non_max_suppression(
-        detections[:, :4], detections[:, CONFIDENCE], 0.5 if threshold is None else threshold, "iou"
-    )
-    return detections[keep]
 
 
 def detect_image(

@@ -1,4 +1,8 @@
-"""Tests of utils/em_merger.py: the EM-Merger of spec §10 (bugs B2, B9-B15 fixed)."""
+"""Tests of postprocess/em_merger.py and its steps (heat_map.py, redundancy.py): the EM-Merger.
+
+The tests named ``test_bN_*`` check the original's bugs that the port fixes; docs/em-merger.md
+tells each story.
+"""
 
 import logging
 
@@ -6,21 +10,31 @@ import cv2
 import numpy as np
 import pytest
 
-from object_detector_retinanet.keras_retinanet.utils import em_merger as em
-from object_detector_retinanet.keras_retinanet.utils import mog
-from object_detector_retinanet.keras_retinanet.utils.em_merger import (
+from object_detector_retinanet.keras_retinanet.postprocess import em_merger as em
+from object_detector_retinanet.keras_retinanet.postprocess import heat_map, mog
+from object_detector_retinanet.keras_retinanet.postprocess.em_merger import (
     EmMergerConfig,
-    analyse_blobs,
     candidate_boxes,
-    ellipse_contour,
-    ellipse_params,
     final_suppression,
-    full_resolution_area,
+    find_regions,
     merge_detections,
     merge_many,
+)
+from object_detector_retinanet.keras_retinanet.postprocess.heat_map import (
+    build_heat_map,
+    full_resolution_area,
     quantise_heat,
     render_heat_map,
     shrink_boxes,
+)
+from object_detector_retinanet.keras_retinanet.postprocess.redundancy import (
+    ellipse_contour,
+    ellipse_params,
+)
+from tests.postprocess._reference import (
+    lockstep_agglomerative,
+    reference_heat_map,
+    reference_regions,
 )
 
 
@@ -53,68 +67,27 @@ def _scene(seed, height=240, width=320, objects=6):
         rows.append(_cluster(rng, gt, int(rng.integers(3, 9)), jitter=2.5))
         x += w
     a, b = gts[1], gts[2]
-    rows.append(np.array([[a[2] - 20, 42, a[2] + 20, 40 + (a[3] - a[1] + b[3] - b[1]) / 2,
-                           0.6, 0.7]]))
+    rows.append(
+        np.array([[a[2] - 20, 42, a[2] + 20, 40 + (a[3] - a[1] + b[3] - b[1]) / 2, 0.6, 0.7]])
+    )
     det = np.concatenate(rows)
     det[:, [0, 2]] = np.clip(det[:, [0, 2]], 0, width)
     det[:, [1, 3]] = np.clip(det[:, [1, 3]], 0, height)
     return det[np.argsort(-det[:, 4])], (height, width)
 
 
-# --- Straightforward full-resolution REFERENCE of §10.2-§10.3 (the original's loop) -------------
-
-
-def _reference_heat_map(det, shape):
-    b = np.trunc(det[:, :4]).astype(int)
-    heat = np.zeros(shape)
-    for (x1, y1, x2, y2), c in zip(b, det[:, 4]):
-        w, h = x2 - x1, y2 - y1
-        ws, hs = int(w * 0.25), int(h * 0.25)
-        sx1, sy1, sx2, sy2 = x1 + ws, y1 + hs, x2 - ws, y2 - hs
-        wp, hp = sx2 - sx1, sy2 - sy1
-        if wp <= 0 or hp <= 0:
-            continue
-        gx = np.linspace(-wp / 2, wp / 2, wp) / (np.sqrt(2) * wp / 2)
-        gy = np.linspace(-hp / 2, hp / 2, hp) / (np.sqrt(2) * hp / 2)
-        xx, yy = np.meshgrid(gx, gy)
-        k = np.exp(-xx ** 2 - yy ** 2)
-        cv2.normalize(k, k, 0, c, cv2.NORM_MINMAX)
-        cx0, cy0 = max(sx1, 0), max(sy1, 0)
-        cx1, cy1 = min(sx2, shape[1]), min(sy2, shape[0])
-        if cx1 > cx0 and cy1 > cy0:
-            heat[cy0:cy1, cx0:cx1] += k[cy0 - sy1:cy1 - sy1, cx0 - sx1:cx1 - sx1]
-    return heat
-
-
-def _reference_blobs(det, shape):
-    """(rect, K, members) per valid contour of the full-resolution original."""
-    heat = _reference_heat_map(det, shape)
-    cv2.normalize(heat, heat, 0, 255, cv2.NORM_MINMAX)
-    hm = cv2.threshold(cv2.convertScaleAbs(heat), 4, 255, cv2.THRESH_TOZERO)[1]
-    b = np.trunc(det[:, :4]).astype(int)
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    cx, cy = b[:, 0] + w / 2, b[:, 1] + h / 2
-    out = []
-    for c in cv2.findContours(hm, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]:
-        x, y, rw, rh = cv2.boundingRect(c)
-        mem = np.flatnonzero((x <= cx) & (cx <= x + rw) & (y <= cy) & (cy <= y + rh))
-        if mem.size == 0 or rw <= 3 or rh <= 3:
-            continue
-        med = np.median((w[mem] * 0.5) * (h[mem] * 0.5))
-        k = max(1, int(min(np.round(cv2.contourArea(c) / med), 100)))
-        out.append(((x, y, rw, rh), k, tuple(mem)))
-    return out
-
-
-def _fast_blobs(det, shape, s):
+def _fast_regions(det, shape, s):
+    """(rect, K, members) per valid region of the production merger at sampling step s."""
     d = det[np.lexsort((det[:, 5], det[:, 3], det[:, 2], det[:, 1], det[:, 0], -det[:, 4]))]
     assert (d == det).all()  # the scenes are already in canonical order
     b = np.trunc(d[:, :4]).astype(np.int64)
-    bl = analyse_blobs(shrink_boxes(b, d[:, 4]), b, shape[0], shape[1], EmMergerConfig(), s)
+    config = EmMergerConfig()
+    heat, mask = build_heat_map(shrink_boxes(b, d[:, 4]), shape[0], shape[1], config, s)
+    regions = find_regions(heat, mask, b, config)
     out = []
-    for c in np.flatnonzero(bl.valid):
-        mem = bl.member_det[bl.member_contour == c]
-        out.append((tuple(bl.rect[c]), int(bl.k[c]), tuple(mem)))
+    for c in np.flatnonzero(regions.valid):
+        mem = regions.member_detection[regions.member_region == c]
+        out.append((tuple(regions.rect[c]), int(regions.k[c]), tuple(mem)))
     return out
 
 
@@ -128,7 +101,7 @@ def test_b9_empty_in_empty_out():
 
 
 def test_b10_one_detection_is_returned():
-    # w = 60, h = 80 -> shrunk 30 x 40; the blob's K = round(area ~ 29*39 / (30*40)) = 1 = n.
+    # w = 60, h = 80 -> shrunk 30 x 40; the region's K = round(area ~ 29*39 / (30*40)) = 1 = n.
     # The original did nothing for n == k (no output at all).
     det = np.array([[100.0, 100.0, 160.0, 180.0, 0.9, 0.8]])
     out = merge_detections(det, (300, 300))
@@ -199,16 +172,18 @@ def test_b13_zero_budget_fallback_is_deterministic(caplog):
 def test_b15_tiny_boxes_at_right_and_bottom_edge_do_not_crash():
     # x2 / y2 up to 1 px beyond the image (clipped to the resized input, then divided by the
     # scale); w < 4 -> shift 0, the original's slice was truncated and reshape failed.
-    det = np.array([
-        [97.0, 50.0, 101.0, 60.0, 0.9, 0.9],
-        [98.0, 97.0, 101.0, 101.0, 0.8, 0.8],
-        [10.0, 10.0, 40.0, 50.0, 0.7, 0.7],
-        [95.0, 95.0, 105.0, 105.0, 0.6, 0.6],
-    ])
+    det = np.array(
+        [
+            [97.0, 50.0, 101.0, 60.0, 0.9, 0.9],
+            [98.0, 97.0, 101.0, 101.0, 0.8, 0.8],
+            [10.0, 10.0, 40.0, 50.0, 0.7, 0.7],
+            [95.0, 95.0, 105.0, 105.0, 0.6, 0.6],
+        ]
+    )
     out = merge_detections(det, (100, 100))
     assert out.shape[1] == 6
     heat = render_heat_map(shrink_boxes(np.trunc(det[:, :4]).astype(int), det[:, 4]), 100, 100, 1)
-    assert heat == pytest.approx(_reference_heat_map(det, (100, 100)), abs=1e-12)
+    assert heat == pytest.approx(reference_heat_map(det, (100, 100)), abs=1e-12)
 
 
 # --- Kept behaviour ------------------------------------------------------------------------------
@@ -234,21 +209,22 @@ def test_candidate_box_is_2_sigma_clipped_to_the_rectangle():
     # (100, 200); a second one clipped to the 12 x 30 rectangle: x2 = min(12, 14) = 12.
     mu = np.array([[10, 10], [10, 10]])
     cov = np.array([[[4.0, 0], [0, 9.0]], [[4.0, 0], [0, 9.0]]])
-    boxes = candidate_boxes(mu, cov, np.array([[100, 200], [0, 0]]),
-                            np.array([[50.0, 50.0], [12.0, 30.0]]))
+    boxes = candidate_boxes(
+        mu, cov, np.array([[100, 200], [0, 0]]), np.array([[50.0, 50.0], [12.0, 30.0]])
+    )
     assert boxes.tolist() == [[106, 204, 114, 216], [6, 4, 12, 16]]
 
 
 def test_full_resolution_area_from_downscaled_contour():
-    # A 40 x 24 blob: full-resolution polygon area (40 - 1) * (24 - 1) = 897; from the 4x coarser
-    # 10 x 6 blob: 16 * 9 * 5 + 4 * 3 * 26 / 2 + 9 = 720 + 156 + 9 = 885 ... exactly 897?
+    # A 40 x 24 patch: full-resolution polygon area (40 - 1) * (24 - 1) = 897; from the 4x coarser
+    # 10 x 6 patch: 16 * 9 * 5 + 4 * 3 * 26 / 2 + 9 = 720 + 156 + 9 = 885 ... exactly 897?
     full = np.zeros((40, 60), np.uint8)
     full[8:32, 4:44] = 1
     small = full[2::4, 2::4]  # point samples at block centres
     c_full = cv2.findContours(full, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2][0]
     c_small = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2][0]
     assert cv2.contourArea(c_full) == 39 * 23
-    # small blob: 10 x 6 samples -> area 9 * 5 = 45, perimeter 2 * (9 + 5) = 28:
+    # small patch: 10 x 6 samples -> area 9 * 5 = 45, perimeter 2 * (9 + 5) = 28:
     # 16 * 45 + 4 * 3 * 28 / 2 + 3 ** 2 = 720 + 168 + 9 = 897.
     est = full_resolution_area(cv2.contourArea(c_small), cv2.arcLength(c_small, True), 4)
     assert est == pytest.approx(897.0)
@@ -258,30 +234,31 @@ def test_heat_map_full_resolution_path_equals_reference():
     det, shape = _scene(3)
     g = shrink_boxes(np.trunc(det[:, :4]).astype(int), det[:, 4])
     fast = render_heat_map(g, shape[0], shape[1], 1)
-    assert fast == pytest.approx(_reference_heat_map(det, shape), abs=1e-9)
+    assert fast == pytest.approx(reference_heat_map(det, shape), abs=1e-9)
 
 
 def test_downscaled_heat_map_agrees_with_full_resolution_reference():
-    # Deviation for speed (module docstring): s = 1 must reproduce the full-resolution original
-    # exactly (contours, K, members); at the automatic s (2-3 here, ~8 samples per shrunk box) two
-    # kinds of difference are possible and bounded: blobs separated by a gap narrower than s px
-    # merge, and K flips where area / median area sits near x.5. Over 12 small shelves, at least
-    # 85 % of the original's blobs are reproduced exactly and the total K stays within 10 %.
+    # Deviation for speed (heat_map.py, docs/em-merger.md): s = 1 must reproduce the
+    # full-resolution original exactly (rectangles, K, members); at the automatic s (2-3 here, ~8
+    # samples per shrunk box) two kinds of difference are possible and bounded: regions separated
+    # by a gap narrower than s px merge, and K flips where area / median area sits near x.5. Over
+    # 12 small shelves, at least 85 % of the original's regions are reproduced exactly and the
+    # total K stays within 10 %.
     matched = total = k_ref = k_fast = 0
     for seed in range(12):
         det, shape = _scene(seed)
-        ref = _reference_blobs(det, shape)
-        assert _fast_blobs(det, shape, 1) == ref, seed
+        ref = reference_regions(det, shape)
+        assert _fast_regions(det, shape, 1) == ref, seed
         g = shrink_boxes(np.trunc(det[:, :4]).astype(int), det[:, 4])
-        s = em.choose_downscale(g, EmMergerConfig())
+        s = heat_map.choose_downscale(g, EmMergerConfig())
         assert s >= 2
-        fast = _fast_blobs(det, shape, s)
+        fast = _fast_regions(det, shape, s)
         fast_set = {f[1:] for f in fast}
         matched += sum(r[1:] in fast_set for r in ref)
         total += len(ref)
         k_ref += sum(r[1] for r in ref)
         k_fast += sum(f[1] for f in fast)
-        for f in fast:  # rectangles of exactly reproduced blobs lie within s px of the original's
+        for f in fast:  # rectangles of exactly reproduced regions lie within s px of the original's
             for r in ref:
                 if f[1:] == r[1:]:
                     assert np.abs(np.subtract(f[0], r[0])).max() <= s
@@ -302,8 +279,9 @@ def test_output_independent_of_row_order_and_rows_are_inputs():
 
 def test_extra_columns_carried_through():
     det, shape = _scene(6)
-    extra = np.concatenate([det, np.arange(len(det))[:, None] + 1000.0,
-                            np.full((len(det), 1), 7.0)], axis=1)
+    extra = np.concatenate(
+        [det, np.arange(len(det))[:, None] + 1000.0, np.full((len(det), 1), 7.0)], axis=1
+    )
     out = merge_detections(extra, shape)
     assert out.shape[1] == 8 and (out[:, 7] == 7.0).all()
     assert (extra[out[:, 6].astype(int) - 1000] == out).all()
@@ -313,11 +291,14 @@ def test_extra_columns_carried_through():
 def test_selection_rules():
     # One tight cluster of 3: row 0 wins the original score (0.5 * 0.9 + 0.5 * 0.9 = 0.9),
     # row 2 has the best soft score (column 6).
-    det = np.array([
-        [50, 50, 110, 130, 0.90, 0.90, 0.10],
-        [51, 50, 111, 130, 0.60, 0.50, 0.50],
-        [50, 51, 110, 131, 0.55, 0.30, 0.95],
-    ], float)
+    det = np.array(
+        [
+            [50, 50, 110, 130, 0.90, 0.90, 0.10],
+            [51, 50, 111, 130, 0.60, 0.50, 0.50],
+            [50, 51, 110, 131, 0.55, 0.30, 0.95],
+        ],
+        float,
+    )
     assert (merge_detections(det, (200, 200))[0] == det[0]).all()
     soft = merge_detections(det, (200, 200), EmMergerConfig(selection="soft_iou", soft_column=6))
     assert (soft[0] == det[2]).all()
@@ -352,25 +333,26 @@ def test_heat_mask_equals_quantised_map_above_zero():
     heat, vmin, vmax = x, 0.0, 255.0  # scale 255 / 255 = 1: the scaled values are x exactly
     for t in (4, 5, 0, -1):
         want = (quantise_heat(heat, vmin, vmax, t) > 0).astype(np.uint8)
-        np.testing.assert_array_equal(em.heat_mask(heat, vmin, vmax, t), want)
+        np.testing.assert_array_equal(heat_map.heat_mask(heat, vmin, vmax, t), want)
     flat = np.full(5, 2.0)  # constant map: scale 0, nothing above the threshold
-    assert not em.heat_mask(flat, 2.0, 2.0, 4).any()
+    assert not heat_map.heat_mask(flat, 2.0, 2.0, 4).any()
 
 
-@pytest.mark.skipif(not mog._HAVE_NUMBA, reason="numba not installed")
-def test_numba_and_numpy_paths_give_identical_merges(monkeypatch):
-    # The numba agglomerative kernel does the NumPy path's float operations in the same order:
-    # the merged output (every column of every row) must be identical, not just close.
+def test_merges_equal_those_with_the_reference_agglomerative_init(monkeypatch):
+    # The numba agglomerative kernel does the reference NumPy init's float operations in the same
+    # order: the merged output (every column of every row) must be identical, not just close.
     scenes = [_scene(s, objects=10) for s in (3, 4, 5)]
     rng = np.random.default_rng(2)
-    crowd = np.concatenate([_cluster(rng, [20 + 35 * i, 30, 55 + 35 * i, 110], 9, jitter=6.0)
-                            for i in range(8)])  # touching, heavily jittered: big blobs, k > 1
+    crowd = np.concatenate(
+        [_cluster(rng, [20 + 35 * i, 30, 55 + 35 * i, 110], 9, jitter=6.0) for i in range(8)]
+    )  # touching, heavily jittered: big regions, k > 1
     crowd[:, :4] = np.clip(crowd[:, :4], 0, 320)
     scenes.append((crowd, (160, 330)))
+    production = mog.agglomerative_init_batch
     for det, shape in scenes:
-        monkeypatch.setattr(mog, "USE_NUMBA", False)
+        monkeypatch.setattr(mog, "agglomerative_init_batch", lockstep_agglomerative)
         want = merge_detections(det, shape)
-        monkeypatch.setattr(mog, "USE_NUMBA", True)
+        monkeypatch.setattr(mog, "agglomerative_init_batch", production)
         got = merge_detections(det, shape)
         assert got.shape == want.shape and got.shape[0] > 0
         np.testing.assert_array_equal(got, want)

@@ -11,6 +11,7 @@ mistyped flag fails in a fraction of a second with a message saying what to do.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -229,6 +230,12 @@ def parse_train_args(stage: "Stage", argv):
     return check_train_args(parser, args, stage)
 
 
+def tf_config():
+    """The multi-worker cluster description ``$TF_CONFIG``, parsed (``{}`` when unset)."""
+    raw = os.environ.get("TF_CONFIG")
+    return json.loads(raw) if raw else {}
+
+
 def _resolve_default(value, default):
     return paths.resolve_path(value) if value else default
 
@@ -243,6 +250,16 @@ def check_train_args(parser, args, stage: "Stage"):
         parser.error(
             f"--batch-size ({args.batch_size}) must be at least --multi-gpu ({args.multi_gpu}): "
             "each GPU needs one image per step."
+        )
+    try:
+        cluster = tf_config().get("cluster", {})
+    except ValueError as exc:
+        parser.error(f"TF_CONFIG is not valid JSON: {exc}")
+    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    if args.batch_size < workers:
+        parser.error(
+            f"--batch-size ({args.batch_size}) must be at least the number of workers in "
+            f"TF_CONFIG ({workers}): it is the global batch, split across the workers."
         )
     if args.image_min_side < 32 or args.image_max_side < args.image_min_side:
         parser.error("need 32 <= --image-min-side <= --image-max-side.")
@@ -350,6 +367,39 @@ def make_strategy(multi_gpu=0):
     return tf.distribute.get_strategy()
 
 
+def patch_keras_multi_worker():
+    """Make Keras 3's ``fit`` average the logged losses across workers without crashing.
+
+    Under MultiWorkerMirroredStrategy, Keras (3.15 and earlier) averages every step's logs across
+    workers with ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar losses
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are averaged with
+    ``axis=None`` here; everything else goes to Keras' own function. The averaged loss is the same
+    on every worker, so the NaN guard and ReduceLROnPlateau decide alike everywhere. Idempotent.
+    """
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "sku110k_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if reduction not in ("auto", "mean") or not multi_worker:
+            return original(values, strategy, reduction)
+
+        def mean(value):
+            if strategy.experimental_local_results(value)[0].shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return keras.tree.map_structure(mean, values)
+
+    reduce_per_replica.sku110k_patched = True
+    trainer.reduce_per_replica = reduce_per_replica
+
+
 def make_optimizer(lr, clipnorm):
     import keras
 
@@ -455,7 +505,11 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
 
 
 class NonFiniteGuard:
-    """Stops training at the first NaN/inf loss; the snapshot of that epoch is not written."""
+    """Stops training at the first NaN/inf loss; the snapshot of that epoch is not written.
+
+    It reads the logged loss, which ``fit`` averages over all replicas (and workers), so every
+    worker of a multi-worker run stops after the same step.
+    """
 
     def __init__(self):
         self.diverged = False
@@ -536,6 +590,12 @@ def train(stage: Stage, args):
         )
 
     strategy = make_strategy(args.multi_gpu)
+    if args.batch_size < strategy.num_replicas_in_sync:
+        raise SystemExit(
+            f"error: --batch-size {args.batch_size} is the global batch, split across "
+            f"{strategy.num_replicas_in_sync} replicas (workers x GPUs): pass --batch-size "
+            f"{strategy.num_replicas_in_sync} or more."
+        )
     with strategy.scope():
         model, weights_target = stage.build(args, num_classes)
         if init_weights:
@@ -562,25 +622,33 @@ def train(stage: Stage, args):
             f"{args.snapshot} already finished epoch {initial_epoch}; "
             f"pass --epochs > {initial_epoch}."
         )
-    stamp = paths.safe_timestamp()
-    callbacks, guard, _ = create_callbacks(args, stage, stamp)
-    history = model.fit(
-        fixed_steps(
-            train_gen,
-            args.steps,
-            seed=args.seed,
+    callbacks, guard, _ = create_callbacks(args, stage, paths.safe_timestamp())
+    if os.environ.get("TF_CONFIG"):
+        patch_keras_multi_worker()
+        # Keras' fit would first all-reduce a whole input batch with strategy.reduce to build the
+        # model, which MultiWorkerMirroredStrategy rejects; without a strategy of its own, the
+        # model takes the one of the enclosing scope and builds when the train step is traced.
+        model._distribute_strategy = None
+    with strategy.scope():
+        history = model.fit(
+            fixed_steps(
+                train_gen,
+                args.steps,
+                seed=args.seed,
+                initial_epoch=initial_epoch,
+                workers=args.workers,
+                use_multiprocessing=args.multiprocessing,
+            ),
+            steps_per_epoch=args.steps,
+            epochs=args.epochs,
             initial_epoch=initial_epoch,
-            workers=args.workers,
-            use_multiprocessing=args.multiprocessing,
-        ),
-        steps_per_epoch=args.steps,
-        epochs=args.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=fixed_steps(val_gen, len(val_gen), shuffle=False) if val_gen else None,
-        validation_steps=len(val_gen) if val_gen else None,
-        callbacks=callbacks,
-        verbose=args.verbose,
-    )
+            validation_data=(
+                fixed_steps(val_gen, len(val_gen), shuffle=False) if val_gen else None
+            ),
+            validation_steps=len(val_gen) if val_gen else None,
+            callbacks=callbacks,
+            verbose=args.verbose,
+        )
     if guard.diverged:
         raise SystemExit(
             f"error: training stopped: the loss became NaN/inf at step {guard.where} of the last "

@@ -11,10 +11,12 @@ mistyped flag fails in a fraction of a second with a message saying what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -350,6 +352,21 @@ def setup_devices(gpu=None, multi_gpu=0):
             pass
 
 
+def is_chief():
+    """Whether this process writes the run's snapshots and logs (no TensorFlow needed).
+
+    Without ``TF_CONFIG`` there is one process and it is the chief. In a ``TF_CONFIG`` cluster,
+    tf.distribute's convention: the task of type ``chief``, else worker 0 when the cluster has no
+    ``chief`` entry.
+    """
+    config = tf_config()
+    task = config.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in (None, "chief"):
+        return True
+    return kind == "worker" and index == 0 and not config.get("cluster", {}).get("chief")
+
+
 def make_strategy(multi_gpu=0):
     """MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy for --multi-gpu N > 1,
     else the default (single-device) strategy."""
@@ -447,8 +464,23 @@ def snapshot_name(prefix, backbone, epoch):
     return f"{prefix}{backbone}_csv_{epoch:02d}.weights.h5"
 
 
-def create_callbacks(args, stage: "Stage", run_dir_stamp):
-    """Snapshots, TensorBoard, ReduceLROnPlateau and the non-finite-loss guard."""
+def create_callbacks(args, stage: "Stage", run_dir_stamp, scratch=None):
+    """Snapshots, TensorBoard, ReduceLROnPlateau and the non-finite-loss guard.
+
+    Args:
+        args: the parsed training arguments.
+        stage: the training stage (snapshot prefix and name).
+        run_dir_stamp: the run's sub-folder name under ``--snapshot-path`` and
+            ``--tensorboard-dir``.
+        scratch: a temporary folder of a non-chief worker (multi-worker training). Its snapshots
+            and logs go there instead of the user's folders, and each snapshot is deleted as soon
+            as it is written: the worker still saves, so that every worker runs the same
+            operations in the same order, but only the chief's files stay.
+
+    Returns:
+        ``(callbacks, guard, snapshot)``: the callback list, the :class:`NonFiniteGuard` and the
+        snapshot callback (None with ``--no-snapshots``).
+    """
     import keras
 
     from object_detector_retinanet.keras_retinanet.models.weights import write_snapshot_attrs
@@ -469,6 +501,9 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
                 return
             path = os.path.join(self.folder, snapshot_name(stage.prefix, args.backbone, epoch + 1))
             self.model.save_weights(path)
+            if scratch:
+                os.remove(path)
+                return
             write_snapshot_attrs(
                 path,
                 sku110k_epoch=epoch + 1,
@@ -479,13 +514,17 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
             self.last = path
             print(f"\nEpoch {epoch + 1:02d}: saved snapshot {path}")
 
+    def run_folder(root, name):
+        if scratch:
+            return paths.create_folder(os.path.join(scratch, name))
+        return paths.create_folder(os.path.join(root, run_dir_stamp))
+
     snapshot = None
     if args.snapshots:
-        folder = paths.create_folder(os.path.join(args.snapshot_path, run_dir_stamp))
-        snapshot = Snapshot(folder)
+        snapshot = Snapshot(run_folder(args.snapshot_path, "snapshot"))
         callbacks.append(snapshot)
     if args.tensorboard_dir:
-        log_dir = paths.create_folder(os.path.join(args.tensorboard_dir, run_dir_stamp))
+        log_dir = run_folder(args.tensorboard_dir, "logs")
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=True)
         )
@@ -622,14 +661,20 @@ def train(stage: Stage, args):
             f"{args.snapshot} already finished epoch {initial_epoch}; "
             f"pass --epochs > {initial_epoch}."
         )
-    callbacks, guard, _ = create_callbacks(args, stage, paths.safe_timestamp())
     if os.environ.get("TF_CONFIG"):
         patch_keras_multi_worker()
         # Keras' fit would first all-reduce a whole input batch with strategy.reduce to build the
         # model, which MultiWorkerMirroredStrategy rejects; without a strategy of its own, the
         # model takes the one of the enclosing scope and builds when the train step is traced.
         model._distribute_strategy = None
-    with strategy.scope():
+    # Only the chief names a run folder; the other workers write into a scratch folder instead.
+    scratch = (
+        contextlib.nullcontext()
+        if is_chief()
+        else tempfile.TemporaryDirectory(prefix="sku110k-worker-", ignore_cleanup_errors=True)
+    )
+    with strategy.scope(), scratch as scratch_dir:
+        callbacks, guard, _ = create_callbacks(args, stage, paths.safe_timestamp(), scratch_dir)
         history = model.fit(
             fixed_steps(
                 train_gen,

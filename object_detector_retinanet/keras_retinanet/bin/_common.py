@@ -11,9 +11,12 @@ mistyped flag fails in a fraction of a second with a message saying what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -260,6 +263,12 @@ def parse_train_args(stage: "Stage", argv):
     return check_train_args(parser, args, stage)
 
 
+def tf_config():
+    """The multi-worker cluster description ``$TF_CONFIG``, parsed (``{}`` when unset)."""
+    raw = os.environ.get("TF_CONFIG")
+    return json.loads(raw) if raw else {}
+
+
 def _resolve_default(value, default):
     return paths.resolve_path(value) if value else default
 
@@ -279,6 +288,16 @@ def check_train_args(parser, args, stage: "Stage"):
         parser.error("--warmup-steps must be >= 0 and less than --epochs x --steps.")
     if args.warmup_steps and args.lr_schedule != "cosine":
         parser.error("--warmup-steps needs --lr-schedule cosine.")
+    try:
+        cluster = tf_config().get("cluster", {})
+    except ValueError as exc:
+        parser.error(f"TF_CONFIG is not valid JSON: {exc}")
+    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    if args.batch_size < workers:
+        parser.error(
+            f"--batch-size ({args.batch_size}) must be at least the number of workers in "
+            f"TF_CONFIG ({workers}): it is the global batch, split across the workers."
+        )
     if args.image_min_side < 32 or args.image_max_side < args.image_min_side:
         parser.error("need 32 <= --image-min-side <= --image-max-side.")
     if stage.name == "stage2" and not args.weights and not args.snapshot:
@@ -378,6 +397,21 @@ def setup_devices(gpu=None, multi_gpu=0):
             pass
 
 
+def is_chief():
+    """Whether this process writes the run's snapshots and logs (no TensorFlow needed).
+
+    Without ``TF_CONFIG`` there is one process and it is the chief. In a ``TF_CONFIG`` cluster,
+    tf.distribute's convention: the task of type ``chief``, else worker 0 when the cluster has no
+    ``chief`` entry.
+    """
+    config = tf_config()
+    task = config.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in (None, "chief"):
+        return True
+    return kind == "worker" and index == 0 and not config.get("cluster", {}).get("chief")
+
+
 def make_strategy(multi_gpu=0):
     """MultiWorkerMirroredStrategy when TF_CONFIG is set, MirroredStrategy for --multi-gpu N > 1,
     else the default (single-device) strategy."""
@@ -393,6 +427,39 @@ def make_strategy(multi_gpu=0):
             )
         return tf.distribute.MirroredStrategy([d.name for d in gpus[:multi_gpu]])
     return tf.distribute.get_strategy()
+
+
+def patch_keras_multi_worker():
+    """Make Keras 3's ``fit`` average the logged losses across workers without crashing.
+
+    Under MultiWorkerMirroredStrategy, Keras (3.15 and earlier) averages every step's logs across
+    workers with ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar losses
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are averaged with
+    ``axis=None`` here; everything else goes to Keras' own function. The averaged loss is the same
+    on every worker, so the NaN guard and ReduceLROnPlateau decide alike everywhere. Idempotent.
+    """
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "sku110k_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if reduction not in ("auto", "mean") or not multi_worker:
+            return original(values, strategy, reduction)
+
+        def mean(value):
+            if strategy.experimental_local_results(value)[0].shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return keras.tree.map_structure(mean, values)
+
+    reduce_per_replica.sku110k_patched = True
+    trainer.reduce_per_replica = reduce_per_replica
 
 
 def make_optimizer(lr, clipnorm, schedule="plateau", warmup_steps=0, total_steps=None):
@@ -457,8 +524,23 @@ def snapshot_name(prefix, backbone, epoch):
     return f"{prefix}{backbone}_csv_{epoch:02d}.weights.h5"
 
 
-def create_callbacks(args, stage: "Stage", run_dir_stamp):
-    """Snapshots, TensorBoard, ReduceLROnPlateau and the non-finite-loss guard."""
+def create_callbacks(args, stage: "Stage", run_dir_stamp, scratch=None):
+    """Snapshots, TensorBoard, ReduceLROnPlateau and the non-finite-loss guard.
+
+    Args:
+        args: the parsed training arguments.
+        stage: the training stage (snapshot prefix and name).
+        run_dir_stamp: the run's sub-folder name under ``--snapshot-path`` and
+            ``--tensorboard-dir``.
+        scratch: a temporary folder of a non-chief worker (multi-worker training). Its snapshots
+            and logs go there instead of the user's folders, and each snapshot is deleted as soon
+            as it is written: the worker still saves, so that every worker runs the same
+            operations in the same order, but only the chief's files stay.
+
+    Returns:
+        ``(callbacks, guard, snapshot)``: the callback list, the :class:`NonFiniteGuard` and the
+        snapshot callback (None with ``--no-snapshots``).
+    """
     import keras
 
     from object_detector_retinanet.keras_retinanet.models import batch_norm
@@ -480,6 +562,9 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
                 return
             path = os.path.join(self.folder, snapshot_name(stage.prefix, args.backbone, epoch + 1))
             self.model.save_weights(path)
+            if scratch:
+                os.remove(path)
+                return
             write_snapshot_attrs(
                 path,
                 sku110k_epoch=epoch + 1,
@@ -491,13 +576,17 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
             self.last = path
             print(f"\nEpoch {epoch + 1:02d}: saved snapshot {path}")
 
+    def run_folder(root, name):
+        if scratch:
+            return paths.create_folder(os.path.join(scratch, name))
+        return paths.create_folder(os.path.join(root, run_dir_stamp))
+
     snapshot = None
     if args.snapshots:
-        folder = paths.create_folder(os.path.join(args.snapshot_path, run_dir_stamp))
-        snapshot = Snapshot(folder)
+        snapshot = Snapshot(run_folder(args.snapshot_path, "snapshot"))
         callbacks.append(snapshot)
     if args.tensorboard_dir:
-        log_dir = paths.create_folder(os.path.join(args.tensorboard_dir, run_dir_stamp))
+        log_dir = run_folder(args.tensorboard_dir, "logs")
         callbacks.append(
             keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=True)
         )
@@ -518,7 +607,11 @@ def create_callbacks(args, stage: "Stage", run_dir_stamp):
 
 
 class NonFiniteGuard:
-    """Stops training at the first NaN/inf loss; the snapshot of that epoch is not written."""
+    """Stops training at the first NaN/inf loss; the snapshot of that epoch is not written.
+
+    It reads the logged loss, which ``fit`` averages over all replicas (and workers), so every
+    worker of a multi-worker run stops after the same step.
+    """
 
     def __init__(self):
         self.diverged = False
@@ -606,6 +699,12 @@ def train(stage: Stage, args, extra_callbacks=()):
         )
 
     strategy = make_strategy(args.multi_gpu)
+    if args.batch_size < strategy.num_replicas_in_sync:
+        raise SystemExit(
+            f"error: --batch-size {args.batch_size} is the global batch, split across "
+            f"{strategy.num_replicas_in_sync} replicas (workers x GPUs): pass --batch-size "
+            f"{strategy.num_replicas_in_sync} or more."
+        )
     with strategy.scope():
         model, weights_target = stage.build(args, num_classes)
         if init_weights:
@@ -640,31 +739,46 @@ def train(stage: Stage, args, extra_callbacks=()):
             f"{args.snapshot} already finished epoch {initial_epoch}; "
             f"pass --epochs > {initial_epoch}."
         )
-    stamp = paths.safe_timestamp()
-    callbacks, guard, _ = create_callbacks(args, stage, stamp)
-    if args.freeze_bn_after is not None:
-        callbacks.append(
-            batch_norm.SettleBatchNorm(
-                args.freeze_bn_after, lambda: settle_batches(train_gen, args.bn_images, args.seed)
-            )
-        )
-    history = model.fit(
-        fixed_steps(
-            train_gen,
-            args.steps,
-            seed=args.seed,
-            initial_epoch=initial_epoch,
-            workers=args.workers,
-            use_multiprocessing=args.multiprocessing,
-        ),
-        steps_per_epoch=args.steps,
-        epochs=args.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=fixed_steps(val_gen, len(val_gen), shuffle=False) if val_gen else None,
-        validation_steps=len(val_gen) if val_gen else None,
-        callbacks=callbacks + list(extra_callbacks),
-        verbose=args.verbose,
+    if os.environ.get("TF_CONFIG"):
+        patch_keras_multi_worker()
+        # Keras' fit would first all-reduce a whole input batch with strategy.reduce to build the
+        # model, which MultiWorkerMirroredStrategy rejects; without a strategy of its own, the
+        # model takes the one of the enclosing scope and builds when the train step is traced.
+        model._distribute_strategy = None
+    # Only the chief names a run folder; the other workers write into a scratch folder instead.
+    scratch = (
+        contextlib.nullcontext()
+        if is_chief()
+        else tempfile.TemporaryDirectory(prefix="sku110k-worker-", ignore_cleanup_errors=True)
     )
+    with strategy.scope(), scratch as scratch_dir:
+        callbacks, guard, _ = create_callbacks(args, stage, paths.safe_timestamp(), scratch_dir)
+        if args.freeze_bn_after is not None:
+            callbacks.append(
+                batch_norm.SettleBatchNorm(
+                    args.freeze_bn_after,
+                    lambda: settle_batches(train_gen, args.bn_images, args.seed),
+                )
+            )
+        history = model.fit(
+            fixed_steps(
+                train_gen,
+                args.steps,
+                seed=args.seed,
+                initial_epoch=initial_epoch,
+                workers=args.workers,
+                use_multiprocessing=args.multiprocessing,
+            ),
+            steps_per_epoch=args.steps,
+            epochs=args.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=(
+                fixed_steps(val_gen, len(val_gen), shuffle=False) if val_gen else None
+            ),
+            validation_steps=len(val_gen) if val_gen else None,
+            callbacks=callbacks + list(extra_callbacks),
+            verbose=args.verbose,
+        )
     if guard.diverged:
         raise SystemExit(
             f"error: training stopped: the loss became NaN/inf at step {guard.where} of the last "

@@ -519,7 +519,8 @@ def plot_precision_recall(
 ) -> str:
     """Save the PR curves of :func:`precision_recall_curves` (e.g. IoU .5 and .75) as a PNG.
 
-    The P@R=.5 point of each curve is marked. Returns the path written.
+    The P@R=.5 point of each curve is marked with a dot and its value given in the legend.
+    Returns the path written.
     """
     figure = _new_figure()
     axes = figure.add_subplot(1, 1, 1)
@@ -528,11 +529,11 @@ def plot_precision_recall(
         precision = np.asarray(precision, dtype=np.float64)
         if np.any(precision < 0):  # undefined (no GT box)
             continue
-        (line,) = axes.plot(recall, precision, label=f"IoU {iou:.2f} (AP {precision.mean():.3f})")
         at_half = float(np.interp(0.5, recall, precision))
+        # The values go into the legend: curves that nearly coincide would overprint labels.
+        label = f"IoU {iou:.2f}: AP {precision.mean():.3f}, P@R=.5 {at_half:.3f} (dot)"
+        (line,) = axes.plot(recall, precision, label=label)
         axes.plot([0.5], [at_half], "o", color=line.get_color())
-        axes.annotate(f"P@R=.5 = {at_half:.3f}", (0.5, at_half), textcoords="offset points",
-                      xytext=(6, -14), color=line.get_color())
     axes.set_xlim(0.0, 1.0)
     axes.set_ylim(0.0, 1.02)
     axes.set_xlabel("recall")

@@ -462,25 +462,33 @@ def patch_keras_multi_worker():
     trainer.reduce_per_replica = reduce_per_replica
 
 
-def make_optimizer(lr, clipnorm, schedule="plateau", warmup_steps=0, total_steps=None):
-    """Adam with the original's per-variable ``clipnorm`` (0 or None: no clipping).
+def learning_rate(lr, schedule="plateau", warmup_steps=0, total_steps=None):
+    """The optimizer's learning rate: ``lr`` itself, or a schedule of the step counter.
 
-    ``schedule="cosine"`` makes the learning rate a function of the optimizer's step counter
-    (which snapshots keep, so a resumed run continues the curve): linear from 0 to ``lr`` over
-    ``warmup_steps``, then ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 to 1 at
-    ``total_steps``. ``"plateau"`` keeps a constant rate for ReduceLROnPlateau to lower.
+    ``schedule="cosine"``: linear from 0 to ``lr`` over ``warmup_steps``, then
+    ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going from 0 to 1 at ``total_steps``. The step
+    counter is the optimizer's, which snapshots keep, so a resumed run continues the curve.
+    ``"plateau"`` keeps a constant rate for ReduceLROnPlateau to lower.
     """
+    if schedule != "cosine":
+        return lr
     import keras
 
-    learning_rate = lr
-    if schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else lr,
-            decay_steps=total_steps - warmup_steps,
-            warmup_target=lr if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
-    return keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm or None)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else lr,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=lr if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def make_optimizer(lr, clipnorm, schedule="plateau", warmup_steps=0, total_steps=None):
+    """Adam at :func:`learning_rate` with the original's per-variable ``clipnorm`` (0 or None: no
+    clipping)."""
+    import keras
+
+    rate = learning_rate(lr, schedule, warmup_steps, total_steps)
+    return keras.optimizers.Adam(learning_rate=rate, clipnorm=clipnorm or None)
 
 
 def create_generators(args, targets_fn):

@@ -7,11 +7,13 @@ in a fresh process, alternating over ``--repeats`` rounds so that machine noise 
 - ``train.py``: the command line's own path, ``bin._common.train`` with train.py's arguments
   (``--no-weights``, the default flip, TensorBoard logs, a snapshot at the end, the data pipeline
   and every callback), timed by an extra callback between consecutive batch ends;
-- ``train.py, untuned``: the same with the allocator tuning switched off
-  (``SKU110K_MALLOC_TUNING=0``; see ``utils/runtime.py``), to show what it buys;
+- ``train.py, untuned``: the same with the allocator tuning (glibc thresholds and TensorFlow's
+  host pool) switched off (``SKU110K_MALLOC_TUNING=0``; see ``utils/runtime.py``), to show what
+  it buys;
 - ``minimal``: the same model (``build_retinanet(C, freeze_bn=False)``), the same Adam settings
   and losses, one ``tf.function`` doing forward, gradients and update on batches the generator
-  made beforehand: the floor a training loop can reach on this machine.
+  made beforehand, in a process with the same allocator settings as the command lines: the floor
+  a training loop can reach on this machine.
 
 Each process skips its first (traced) step and ``--warmup`` more, then reports the median seconds
 per step over ``--steps`` steps and the share of its CPU time spent in the kernel (system time /
@@ -127,6 +129,9 @@ def child_train_py(size, data_dir, total_steps, out_dir) -> tuple[list, list]:
 
 def child_minimal(size, data_dir, total_steps) -> tuple[list, list]:
     """Forward, gradients and Adam update in one ``tf.function`` on pre-made batches."""
+    from object_detector_retinanet.keras_retinanet.utils.runtime import tune_allocator
+
+    tune_allocator()  # the same process settings as the command lines: compare the loops alone
     import keras
     import tensorflow as tf
 

@@ -1,4 +1,4 @@
-"""Data-root and path helpers (spec §3).
+"""Data-root and path helpers (§3).
 
 The original hard-coded ``~/Documents/SKU110K`` (and returned ``None`` on macOS, B1) and switched
 folders at import time with ``DEBUG_MODE`` (B27). Here the root is only a *default*: the environment

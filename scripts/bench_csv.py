@@ -1,4 +1,4 @@
-"""Benchmark: parse a synthetic SKU-110K-sized annotation CSV (spec §8.1, §8.5).
+"""Benchmark: parse a synthetic SKU-110K-sized annotation CSV (§8.1, §8.5).
 
 Writes ``--rows`` rows (default 1.2 M, the train split) over ``--images`` images in the 8-column
 format to a temporary folder, then reports the median wall time of ``parse_annotations`` over
@@ -27,8 +27,9 @@ def write_csv(path: str, rows: int, images: int, seed: int = 0) -> None:
     x2 = x1 + rng.integers(20, 140, rows)
     y2 = y1 + rng.integers(20, 160, rows)
     with open(path, "w") as file:
-        for i, a, b, c, d in zip(image_ids.tolist(), x1.tolist(), y1.tolist(), x2.tolist(),
-                                 y2.tolist()):
+        for i, a, b, c, d in zip(
+            image_ids.tolist(), x1.tolist(), y1.tolist(), x2.tolist(), y2.tolist()
+        ):
             file.write(f"train_{i}.jpg,{a},{b},{c},{d},object,2448,3264\n")
 
 
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
             times.append(time.perf_counter() - start)
         boxes = sum(len(value["labels"]) for value in result.values())
     print(f"rows={args.rows} images={len(result)} boxes={boxes} file={size_mb:.1f} MB")
-    print(f"parse_annotations: median {statistics.median(times):.2f} s over {args.runs} runs "
-          f"(min {min(times):.2f}, max {max(times):.2f})")
+    print(
+        f"parse_annotations: median {statistics.median(times):.2f} s over {args.runs} runs "
+        f"(min {min(times):.2f}, max {max(times):.2f})"
+    )
 
 
 if __name__ == "__main__":

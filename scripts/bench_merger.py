@@ -65,8 +65,7 @@ PHOTO = (2448, 3264)  # (height, width) of a SKU-110K photograph
 # ------------------------------------------------------------------------------------------------
 
 
-def simulate_detections(rng, gt, shape, regime="easy", dups=8.0, bridge_prob=0.35,
-                        noise_frac=0.05):
+def simulate_detections(rng, gt, shape, regime="easy", dups=8.0, bridge_prob=0.35, noise_frac=0.05):
     """Raw detections (N, 7) [x1, y1, x2, y2, confidence, hard, soft] for GT boxes (M, 4).
 
     Per object: Poisson(dups) + 1 jittered boxes (centre jitter ~ N(0, 0.08 w), size ~
@@ -74,7 +73,7 @@ def simulate_detections(rng, gt, shape, regime="easy", dups=8.0, bridge_prob=0.3
     centred on the shared edge (IoU ~ 1/3 with each); noise_frac * M * dups background boxes.
     Soft score ~ IoU with the best GT + N(0, 0.05); hard score: easy ~ IoU-driven, weak ~ mostly
     objectness (0.6-0.95) for anything overlapping a product. Confidence = 0.5 hard + 0.5 soft;
-    rows with hard <= 0.1 are dropped and the rest sorted by confidence (spec §9).
+    rows with hard <= 0.1 are dropped and the rest sorted by confidence (§9).
     """
     h_img, w_img = shape
     gt = np.asarray(gt, dtype=np.float64)
@@ -89,8 +88,17 @@ def simulate_detections(rng, gt, shape, regime="easy", dups=8.0, bridge_prob=0.3
     jy = rng.normal(0, 0.08, idx.size) * h[idx]
     sw = w[idx] * np.exp(rng.normal(0, 0.08, idx.size))
     sh = h[idx] * np.exp(rng.normal(0, 0.08, idx.size))
-    boxes = [np.stack([cx[idx] + jx - sw / 2, cy[idx] + jy - sh / 2,
-                       cx[idx] + jx + sw / 2, cy[idx] + jy + sh / 2], 1)]
+    boxes = [
+        np.stack(
+            [
+                cx[idx] + jx - sw / 2,
+                cy[idx] + jy - sh / 2,
+                cx[idx] + jx + sw / 2,
+                cy[idx] + jy + sh / 2,
+            ],
+            1,
+        )
+    ]
     # Straddlers: touching neighbours on one shelf (same baseline, x2 == x1 of the next).
     key = {}
     for i in range(m):
@@ -122,11 +130,12 @@ def simulate_detections(rng, gt, shape, regime="easy", dups=8.0, bridge_prob=0.3
     iou = compute_overlap(b, gt).max(axis=1) if m else np.zeros(len(b))
     soft = np.clip(iou + rng.normal(0, 0.05, len(b)), 0.01, 0.99)
     if regime == "easy":
-        hard = np.clip(0.15 + 0.85 * iou ** 1.5 + rng.normal(0, 0.05, len(b)), 0.0, 0.99)
+        hard = np.clip(0.15 + 0.85 * iou**1.5 + rng.normal(0, 0.05, len(b)), 0.0, 0.99)
     else:
         on_product = iou > 0.2
-        hard = np.where(on_product, rng.uniform(0.6, 0.95, len(b)) + 0.05 * iou,
-                        rng.uniform(0.05, 0.4, len(b)))
+        hard = np.where(
+            on_product, rng.uniform(0.6, 0.95, len(b)) + 0.05 * iou, rng.uniform(0.05, 0.4, len(b))
+        )
         hard = np.clip(hard, 0.0, 0.99)
     conf = 0.5 * hard + 0.5 * soft
     det = np.concatenate([b, conf[:, None], hard[:, None], soft[:, None]], axis=1)
@@ -176,12 +185,12 @@ def reference_merge(det, shape):
         x = np.linspace(-wp / 2.0, wp / 2.0, wp) / (np.sqrt(2.0) * (wp / 2.0))
         y = np.linspace(-hp / 2.0, hp / 2.0, hp) / (np.sqrt(2.0) * (hp / 2.0))
         xx, yy = np.meshgrid(x, y)
-        k = np.exp(-xx ** 2 - yy ** 2)
+        k = np.exp(-(xx**2) - yy**2)
         cv2.normalize(k, k, 0, conf[i], cv2.NORM_MINMAX)
         x0, y0 = max(sb[i, 0], 0), max(sb[i, 1], 0)
         x1, y1 = min(sb[i, 2], W), min(sb[i, 3], H)
         if x1 > x0 and y1 > y0:  # B15: clip and crop
-            heat[y0:y1, x0:x1] += k[y0 - sb[i, 1]:y1 - sb[i, 1], x0 - sb[i, 0]:x1 - sb[i, 0]]
+            heat[y0:y1, x0:x1] += k[y0 - sb[i, 1] : y1 - sb[i, 1], x0 - sb[i, 0] : x1 - sb[i, 0]]
     cv2.normalize(heat, heat, 0, 255, cv2.NORM_MINMAX)
     hm = cv2.convertScaleAbs(heat)
     _, hm = cv2.threshold(hm, 4, 255, cv2.THRESH_TOZERO)
@@ -222,15 +231,22 @@ def reference_merge(det, shape):
         kk = len(mr)
         removed = set()
         if kk > 1:
-            sub = hm[ry:ry + rh, rx:rx + rw]
+            sub = hm[ry : ry + rh, rx : rx + rw]
             cnts = []
             for j in range(kk):
                 _, ev, evec = cv2.eigen(cc[j])
                 ang = math.degrees(math.atan2(evec[0, 1], evec[0, 0])) % 360
-                poly = cv2.ellipse2Poly((int(mr[j, 0]), int(mr[j, 1])),
-                                        (round(chi * math.sqrt(max(ev[0, 0], 0))),
-                                         round(chi * math.sqrt(max(ev[1, 0], 0)))),
-                                        round(ang), 0, 360, 15)  # B12: +angle
+                poly = cv2.ellipse2Poly(
+                    (int(mr[j, 0]), int(mr[j, 1])),
+                    (
+                        round(chi * math.sqrt(max(ev[0, 0], 0))),
+                        round(chi * math.sqrt(max(ev[1, 0], 0))),
+                    ),
+                    round(ang),
+                    0,
+                    360,
+                    15,
+                )  # B12: +angle
                 mask = cv2.fillPoly(np.zeros_like(sub), [poly], 1)
                 f = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[-2]
                 cnts.append(f[0] if f else poly.reshape(-1, 1, 2))
@@ -255,15 +271,18 @@ def reference_merge(det, shape):
                 continue
             sx, sy = math.sqrt(cc[j, 0, 0]), math.sqrt(cc[j, 1, 1])
             x, y = float(mr[j, 0]), float(mr[j, 1])
-            bx = [round(max(0, x - 2 * sx)) + rx, round(max(0, y - 2 * sy)) + ry,
-                  round(min(rw, x + 2 * sx)) + rx, round(min(rh, y + 2 * sy)) + ry]
+            bx = [
+                round(max(0, x - 2 * sx)) + rx,
+                round(max(0, y - 2 * sy)) + ry,
+                round(min(rw, x + 2 * sx)) + rx,
+                round(min(rh, y + 2 * sy)) + ry,
+            ]
             if bx[2] - bx[0] > 5 and bx[3] - bx[1] > 5:
                 cands.append(bx)
     taken = np.zeros(len(d), bool)
     chosen = []
     for bx in cands:
-        got = np.flatnonzero((bx[0] <= cx) & (cx <= bx[2]) & (bx[1] <= cy) & (cy <= bx[3])
-                             & ~taken)
+        got = np.flatnonzero((bx[0] <= cx) & (cx <= bx[2]) & (bx[1] <= cy) & (cy <= bx[3]) & ~taken)
         taken[got] = True
         if got.size:
             s = 0.5 * conf[got] + 0.5 * d[got, 5]
@@ -342,16 +361,22 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="fewer images, no 20k scaling point")
     p.add_argument("--images", type=int, default=None, help="images per regime (default 8/3)")
     p.add_argument("--reps", type=int, default=None, help="timing repetitions (default 5/3)")
-    p.add_argument("--reference", type=int, default=None,
-                   help="images per regime also run through the slow REFERENCE (default 2/1)")
+    p.add_argument(
+        "--reference",
+        type=int,
+        default=None,
+        help="images per regime also run through the slow REFERENCE (default 2/1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     import numba
 
     wu = warm_up()  # numba start-up + kernel cache load (or compile), not timed below
-    print(f"MoG agglomerative init: numba {numba.__version__} kernel (its first call in this "
-          f"process took {1e3 * wu:.0f} ms: numba start-up + kernel cache load or compile; not "
-          f"in the timings)")
+    print(
+        f"MoG agglomerative init: numba {numba.__version__} kernel (its first call in this "
+        f"process took {1e3 * wu:.0f} ms: numba start-up + kernel cache load or compile; not "
+        f"in the timings)"
+    )
     main_col = "ms/img"
     n_img = args.images or (3 if args.quick else 8)
     reps = args.reps or (3 if args.quick else 5)
@@ -363,35 +388,42 @@ def main(argv=None):
         gts = [s[0] for s in scenes]
         ndet = np.median([len(s[1]) for s in scenes])
         nobj = np.median([len(s[0]) for s in scenes])
-        print(f"\n== regime {regime}: {n_img} images {PHOTO[1]}x{PHOTO[0]}, median {ndet:.0f} raw "
-              f"detections, {nobj:.0f} objects ==")
+        print(
+            f"\n== regime {regime}: {n_img} images {PHOTO[1]}x{PHOTO[0]}, median {ndet:.0f} raw "
+            f"detections, {nobj:.0f} objects =="
+        )
         print(f"{'method':<26}{main_col:>16}{'AP':>8}{'AP.75':>8}{'AR300':>8}{'MAE':>8}")
         rows = []
         t_nms = [_time(lambda s=s: _nms(s[1]), reps) for s in scenes]
         rows.append(("IoU-NMS 0.5", [np.median([t for t, _ in t_nms])], [o for _, o in t_nms]))
         for sel in SELECTIONS:
             cfg = EmMergerConfig(selection=sel, soft_column=6)
-            res = [_time(lambda s=s, c=cfg: merge_detections(s[1], s[2], c), reps)
-                   for s in scenes]
-            rows.append((f"EM-Merger {sel}", [np.median([r[0] for r in res])],
-                         [r[1] for r in res]))
+            res = [_time(lambda s=s, c=cfg: merge_detections(s[1], s[2], c), reps) for s in scenes]
+            rows.append((f"EM-Merger {sel}", [np.median([r[0] for r in res])], [r[1] for r in res]))
         for name, ms, outs in rows:
             m = _metrics(gts, outs)
-            print(f"{name:<26}{ms[0]:16.1f}{m['AP']:8.3f}{m['AP75']:8.3f}{m['AR300']:8.3f}"
-                  f"{m['MAE']:8.2f}")
+            print(
+                f"{name:<26}{ms[0]:16.1f}{m['AP']:8.3f}{m['AP75']:8.3f}{m['AR300']:8.3f}"
+                f"{m['MAE']:8.2f}"
+            )
         if n_ref:
             ref = [_time(lambda s=s: reference_merge(s[1], s[2]), 1) for s in scenes[:n_ref]]
             fast = [_time(lambda s=s: merge_detections(s[1], s[2]), reps) for s in scenes[:n_ref]]
-            same = [len({tuple(r) for r in a[1][:, :4]} & {tuple(r) for r in b[1][:, :4]})
-                    / max(len(a[1]), len(b[1]), 1) for a, b in zip(ref, fast)]
+            same = [
+                len({tuple(r) for r in a[1][:, :4]} & {tuple(r) for r in b[1][:, :4]})
+                / max(len(a[1]), len(b[1]), 1)
+                for a, b in zip(ref, fast)
+            ]
             mr = _metrics(gts[:n_ref], [r[1] for r in ref])
             mf = _metrics(gts[:n_ref], [f[1] for f in fast])
             tr, tf = np.median([r[0] for r in ref]), np.median([f[0] for f in fast])
-            print(f"REFERENCE (full-res, straightforward) on {n_ref} image(s): {tr:.0f} ms/img vs "
-                  f"fast {tf:.1f} ms/img -> {tr / tf:.0f}x; identical output rows "
-                  f"{100 * np.mean(same):.1f}%; AP ref {mr['AP']:.3f} / fast {mf['AP']:.3f}, "
-                  f"AP.75 ref {mr['AP75']:.3f} / fast {mf['AP75']:.3f}, MAE ref {mr['MAE']:.2f} "
-                  f"/ fast {mf['MAE']:.2f}")
+            print(
+                f"REFERENCE (full-res, straightforward) on {n_ref} image(s): {tr:.0f} ms/img vs "
+                f"fast {tf:.1f} ms/img -> {tr / tf:.0f}x; identical output rows "
+                f"{100 * np.mean(same):.1f}%; AP ref {mr['AP']:.3f} / fast {mf['AP']:.3f}, "
+                f"AP.75 ref {mr['AP75']:.3f} / fast {mf['AP75']:.3f}, MAE ref {mr['MAE']:.2f} "
+                f"/ fast {mf['MAE']:.2f}"
+            )
 
     print("\n== scaling (easy regime, photo-sized products, more objects per image) ==")
     print(f"{'raw dets':>9}{'objects':>9}{'image':>13}{main_col:>16}{'us/det':>8}")
@@ -400,8 +432,10 @@ def main(argv=None):
     for target in targets:
         sc = make_scene(args.seed + 77, "easy", objects_scale=target / base_n)
         ms, _ = _time(lambda sc=sc: merge_detections(sc[1], sc[2]), reps)
-        print(f"{len(sc[1]):9d}{len(sc[0]):9d}{sc[2][1]:>7}x{sc[2][0]:<5}{ms:16.1f}"
-              f"{1e3 * ms / len(sc[1]):8.2f}")
+        print(
+            f"{len(sc[1]):9d}{len(sc[0]):9d}{sc[2][1]:>7}x{sc[2][0]:<5}{ms:16.1f}"
+            f"{1e3 * ms / len(sc[1]):8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark the NumPy training targets (utils/anchors.py) on dense-shelf layouts.
 
-Prints the median milliseconds per image of ``stage1_targets`` and ``stage2_targets`` (spec §6) and
+Prints the median milliseconds per image of ``stage1_targets`` and ``stage2_targets`` (§6) and
 of ``anchors_for_shape`` (§5.3), for SKU-110K-like images: a grid of touching products with a few
 pixels of jitter, about 150 boxes at 800x1066. Not a test; run it pinned to one core:
 

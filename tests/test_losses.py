@@ -1,4 +1,4 @@
-"""Losses (spec §7.1–§7.3): hand-computed values, masking rules and Keras 3 compile integration."""
+"""Losses (§7.1–§7.3): hand-computed values, masking rules and Keras 3 compile integration."""
 
 import math
 
@@ -139,9 +139,9 @@ def test_zero_gt_image_gives_zero_regression_and_iou_loss_and_finite_gradients()
     iou_true = np.zeros((1, n, 5), "float32")
     rng = np.random.default_rng(0)
     reg_pred = rng.normal(size=(1, n, 4)).astype("float32")
-    iou_pred = np.concatenate(
-        [np.zeros((1, n, 4)), rng.uniform(size=(1, n, 2))], axis=-1
-    ).astype("float32")  # degenerate zero boxes, high hard scores
+    iou_pred = np.concatenate([np.zeros((1, n, 4)), rng.uniform(size=(1, n, 2))], axis=-1).astype(
+        "float32"
+    )  # degenerate zero boxes, high hard scores
     pred = tf.Variable(iou_pred)
     with tf.GradientTape() as tape:
         iou_loss = losses.soft_iou()(iou_true, pred)

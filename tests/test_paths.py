@@ -1,4 +1,4 @@
-"""Data root and paths (spec §3, B1, B18, B19, B27)."""
+"""Data root and paths (§3, B1, B18, B19, B27)."""
 
 import importlib
 import os

@@ -1,4 +1,4 @@
-"""Every constant of the SKU-110K recipe, once, with where it comes from (spec §4–§7).
+"""Every constant of the SKU-110K recipe, once, with where it comes from (§4–§7).
 
 Argparse (``bin/``) is the only user-facing configuration; these frozen dataclasses hold the
 defaults it starts from and the values library code falls back to, the EM-Merger's
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# --- Layer and output names (spec §5.8): a stable API, used by get_layer, loss dicts, by-name
+# --- Layer and output names (§5.8): a stable API, used by get_layer, loss dicts, by-name
 # weight loading and the stage-2 freezing rule ("iou" in the name => trainable in stage 2). ---
 REGRESSION = "regression"  # stage-1 output (B, N, 4): corner deltas
 CLASSIFICATION = "classification"  # stage-1 output (B, N, C): sigmoid "hard" scores
@@ -20,13 +20,13 @@ IOU_REGRESSION_OUTPUT = "iou_regression_output"  # stage-2 output (B, N, 4 + C +
 PYRAMID_LEVELS = ("P3", "P4", "P5", "P6", "P7")
 IOU_SUBSTRING = "iou"  # QUIRK/KEEP: only layers whose name contains this learn in stage 2
 
-# --- Input preprocessing (spec §8.4): Caffe-converted ImageNet weights => BGR, mean only. ---
+# --- Input preprocessing (§8.4): Caffe-converted ImageNet weights => BGR, mean only. ---
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
 @dataclass(frozen=True)
 class AnchorConfig:
-    """RetinaNet anchors (spec §5.3), one source for the NumPy targets and the graph layer."""
+    """RetinaNet anchors (§5.3), one source for the NumPy targets and the graph layer."""
 
     sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # base side per level P3..P7 (2 ** (l + 2))
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # feature stride per level (2 ** l)
@@ -41,7 +41,7 @@ class AnchorConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """Anchor assignment (spec §6.1)."""
+    """Anchor assignment (§6.1)."""
 
     negative_overlap: float = 0.4  # max IoU < 0.4 => background (state 0)
     positive_overlap: float = 0.5  # max IoU >= 0.5 => positive (state 1); between => ignore (-1)
@@ -51,7 +51,7 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Losses (spec §7)."""
+    """Losses (§7)."""
 
     focal_alpha: float = 0.25  # focal loss alpha (Lin et al. 2017)
     focal_gamma: float = 2.0  # focal loss gamma
@@ -62,7 +62,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Stage-1 / stage-2 training defaults (spec §4.1, §7.4)."""
+    """Stage-1 / stage-2 training defaults (§4.1, §7.4)."""
 
     learning_rate: float = 1e-5  # Adam, the original's (suits fine-tuning from ImageNet weights)
     clipnorm: float = 1e-3  # Adam gradient-norm clip, the original's
@@ -79,7 +79,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Inference defaults (spec §4.3, §9)."""
+    """Inference defaults (§4.3, §9)."""
 
     score_threshold: float = (
         0.1  # keep anchors with hard score > 0.1 (now passed to the graph, B17)

@@ -1,4 +1,4 @@
-"""Weight initialisers of the detector heads (spec §5.4).
+"""Weight initialisers of the detector heads (§5.4).
 
 Owns :class:`PriorProbability`, the bias initialiser of the classification head's last
 convolution (RetinaNet, Lin et al. 2017, §4.1 "Initialization"; kept by Goldman et al., CVPR 2019).
@@ -17,7 +17,7 @@ from object_detector_retinanet.keras_retinanet.config import LossConfig
 class PriorProbability(keras.initializers.Initializer):
     """Constant initialiser ``-log((1 - p) / p)``, so that ``sigmoid(bias) == p``.
 
-    With the default ``p = 0.01`` (spec §5.4, ``LossConfig.prior_probability``) every value is
+    With the default ``p = 0.01`` (§5.4, ``LossConfig.prior_probability``) every value is
     ``-log(99) ≈ -4.595``.
 
     Args:
@@ -30,9 +30,7 @@ class PriorProbability(keras.initializers.Initializer):
         super().__init__()
         probability = float(probability)
         if not 0.0 < probability < 1.0:
-            raise ValueError(
-                f"PriorProbability: probability must be in (0, 1), got {probability}"
-            )
+            raise ValueError(f"PriorProbability: probability must be in (0, 1), got {probability}")
         self.probability = probability
 
     def __call__(self, shape, dtype=None):

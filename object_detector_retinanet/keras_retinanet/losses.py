@@ -1,11 +1,11 @@
-"""Training losses of both stages (spec §7.1–§7.3), ``keras.ops`` only.
+"""Training losses of both stages (§7.1–§7.3), ``keras.ops`` only.
 
 Owns the stage-1 losses :func:`focal` (classification) and :func:`smooth_l1` (corner-offset
 regression), the stage-2 Soft-IoU loss :func:`soft_iou` (Goldman et al., CVPR 2019, §3.1: binary
 cross-entropy between the predicted IoU and the real IoU of the decoded box with its ground truth;
 the original's ``iou_score``), and the tensor IoU helper :func:`box_iou`.
 
-Target packing (spec §6, one statement of the contract):
+Target packing (§6, one statement of the contract):
 
 - the anchor state is ``-1`` ignore, ``0`` background, ``1`` positive;
 - stage-1 regression ``y_true`` is ``(B, N, 5)`` = 4 encoded deltas + state, classification
@@ -24,11 +24,11 @@ from keras import ops
 
 from object_detector_retinanet.keras_retinanet.config import LossConfig
 
-_EPSILON = 1e-7  # Keras' backend epsilon: BCE clipping and the IoU union term (spec §7.1, §7.3)
+_EPSILON = 1e-7  # Keras' backend epsilon: BCE clipping and the IoU union term (§7.1, §7.3)
 
 
 def _binary_crossentropy(target, output):
-    """Element-wise BCE with ``output`` clipped to ``[1e-7, 1 - 1e-7]``, as Keras' (spec §7.1).
+    """Element-wise BCE with ``output`` clipped to ``[1e-7, 1 - 1e-7]``, as Keras' (§7.1).
 
     Written out rather than calling ``keras.ops.binary_crossentropy``, whose TF backend may switch
     to the logits of a ``Sigmoid`` op and so skip the clipping the original had.
@@ -62,7 +62,7 @@ def box_iou(boxes_a, boxes_b, epsilon=_EPSILON):
     """Element-wise IoU of two broadcastable box tensors, ``(..., 4)`` each, ``(x1, y1, x2, y2)``.
 
     Areas are ``(x2 - x1) * (y2 - y1)`` with no +1 pixel term and the union gets ``epsilon``
-    (spec §7.3). For an all-pairs matrix pass ``a[:, None, :]`` and ``b[None, :, :]``.
+    (§7.3). For an all-pairs matrix pass ``a[:, None, :]`` and ``b[None, :, :]``.
 
     Args:
         boxes_a: ``(..., 4)`` boxes.
@@ -84,7 +84,7 @@ def box_iou(boxes_a, boxes_b, epsilon=_EPSILON):
 
 @keras.saving.register_keras_serializable(package="sku110k")
 class FocalLoss(keras.losses.Loss):
-    """Focal loss over non-ignored anchors, normalised by the positives (spec §7.1, KEEP).
+    """Focal loss over non-ignored anchors, normalised by the positives (§7.1, KEEP).
 
     ``y_true`` ``(B, N, C)`` with −1/0/1, ``y_pred`` ``(B, N, C)`` sigmoid scores ``p``. For every
     element of an anchor whose state (max over classes) is not −1:
@@ -125,7 +125,7 @@ class FocalLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="sku110k")
 class SmoothL1Loss(keras.losses.Loss):
-    """Smooth-L1 over the positive anchors, normalised by their count (spec §7.2, KEEP).
+    """Smooth-L1 over the positive anchors, normalised by their count (§7.2, KEEP).
 
     ``y_true`` ``(B, N, 5)`` = 4 encoded deltas + state, ``y_pred`` ``(B, N, 4)``. With
     ``x = |pred - target|``: ``0.5 * sigma**2 * x**2`` if ``x < 1 / sigma**2`` else
@@ -162,7 +162,7 @@ class SmoothL1Loss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="sku110k")
 class SoftIoULoss(keras.losses.Loss):
-    """The Soft-IoU loss (paper §3.1; spec §7.3, KEEP), single class.
+    """The Soft-IoU loss (paper §3.1; §7.3, KEEP), single class.
 
     ``y_true`` ``(B, N, 5)`` = absolute GT box + state; ``y_pred`` ``(B, N, 6)`` =
     ``[x1, y1, x2, y2, soft_iou, hard_score]``. Anchors with state 1 *and* hard score
@@ -190,7 +190,7 @@ class SoftIoULoss(keras.losses.Loss):
         if channels is not None and channels != 6:
             raise ValueError(
                 "soft_iou: y_pred must be (B, N, 6) = [box (4), soft_iou, hard_score] (one class); "
-                f"got {channels} channels. Multi-class models are not supported (spec B24)."
+                f"got {channels} channels. Multi-class models are not supported (B24)."
             )
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
@@ -216,7 +216,7 @@ class SoftIoULoss(keras.losses.Loss):
 
 
 def focal(alpha=LossConfig.focal_alpha, gamma=LossConfig.focal_gamma):
-    """The stage-1 classification loss (spec §7.1); see :class:`FocalLoss`.
+    """The stage-1 classification loss (§7.1); see :class:`FocalLoss`.
 
     Args:
         alpha: positive-class weight (0.25).
@@ -229,7 +229,7 @@ def focal(alpha=LossConfig.focal_alpha, gamma=LossConfig.focal_gamma):
 
 
 def smooth_l1(sigma=LossConfig.smooth_l1_sigma):
-    """The stage-1 regression loss (spec §7.2); see :class:`SmoothL1Loss`.
+    """The stage-1 regression loss (§7.2); see :class:`SmoothL1Loss`.
 
     Args:
         sigma: 3.0 (quadratic below ``|x| < 1 / 9``).
@@ -241,7 +241,7 @@ def smooth_l1(sigma=LossConfig.smooth_l1_sigma):
 
 
 def soft_iou(hard_score_gate=LossConfig.iou_hard_score_gate):
-    """The stage-2 Soft-IoU loss (spec §7.3; the original's ``iou_score``).
+    """The stage-2 Soft-IoU loss (§7.3; the original's ``iou_score``).
 
     See :class:`SoftIoULoss`.
 

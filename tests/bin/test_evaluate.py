@@ -1,4 +1,4 @@
-"""End-to-end tests of bin/evaluate.py on a tiny hand-made GT + results pair (spec §12.2)."""
+"""End-to-end tests of bin/evaluate.py on a tiny hand-made GT + results pair (§12.2)."""
 
 import json
 import math
@@ -54,8 +54,9 @@ def test_main_end_to_end(pair, tmp_path, capsys):
     results, gt = pair
     out_json = tmp_path / "out" / "metrics.json"
     plots = tmp_path / "plots"
-    metrics = evaluate.main([results, "--annotations", gt, "--json", str(out_json),
-                             "--plots", str(plots)])
+    metrics = evaluate.main(
+        [results, "--annotations", gt, "--json", str(out_json), "--plots", str(plots)]
+    )
     # 3 of 4 GT boxes found, all detections correct and ranked first: recall 3/4 at every IoU,
     # precision 1 → recall points 0.00..0.75 (76 of 101) at 1 → AP = 76/101 = 0.752.
     assert metrics["AP"] == pytest.approx(76 / 101)
@@ -97,8 +98,11 @@ def test_results_for_unknown_images_are_an_error(pair, tmp_path):
     results, gt = pair
     with open(results, "a", encoding="utf-8") as f:
         f.write("images/val_7.jpg,1,1,5,5,0.9,0.9\n")
-    with pytest.raises(ValueError, match=r"1 image\(s\) in .*detections.csv are not in .*"
-                                         r"annotations_test.csv: val_7.jpg"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 image\(s\) in .*detections.csv are not in .*"
+        r"annotations_test.csv: val_7.jpg",
+    ):
         evaluate.main([results, "--annotations", gt])
 
 
@@ -119,9 +123,14 @@ def test_default_annotations_under_data_root(pair, tmp_path, monkeypatch):
 def test_runs_as_a_file_with_pythonpath(pair):
     results, gt = pair
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-    proc = subprocess.run([sys.executable, SCRIPT, results, "--annotations", gt],
-                          capture_output=True, text=True, env=env, cwd=os.path.dirname(gt),
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, results, "--annotations", gt],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(gt),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "AP@[.50:.95]" in proc.stdout and "0.752" in proc.stdout
 

@@ -1,4 +1,4 @@
-"""Custom layers and the initialiser (spec §5.2–§5.7; B16, B17, B26): values, shapes, configs,
+"""Custom layers and the initialiser (§5.2–§5.7; B16, B17, B26): values, shapes, configs,
 `.keras` save/load and XLA training."""
 
 import math
@@ -78,7 +78,7 @@ def test_anchors_layer_equals_anchors_for_shape(image_shape):
         per_level.append(_np(layer(np.zeros((1, h, w, 2), "float32")))[0])
     np.testing.assert_allclose(np.concatenate(per_level), expected, rtol=1e-6, atol=1e-4)
     if image_shape == (64, 64, 3):
-        assert expected.shape == ((64 + 16 + 4 + 1 + 1) * 9, 4)  # 774 anchors (spec §5.3)
+        assert expected.shape == ((64 + 16 + 4 + 1 + 1) * 9, 4)  # 774 anchors (§5.3)
 
 
 def test_b26_anchors_default_ratios_and_scales():
@@ -142,7 +142,7 @@ def test_clip_boxes_to_input_width_and_height_not_minus_one():
     assert symbolic.shape == (None, None, 4)
 
 
-# --- UpsampleLike (§5.2, stack notes) ---
+# --- UpsampleLike (§5.2) ---
 
 
 def _tf1_nearest_reference(source, out_h, out_w):
@@ -238,9 +238,7 @@ def test_filter_detections_batch_and_classes():
     # Image 0: anchor 0 scores [0.5 (class 0), 0.5 (class 1)], anchor 1 [0.2, 0.0]
     # Image 1: nothing above 0.1.
     classification = np.array([[[0.5, 0.5], [0.2, 0.0]], [[0.1, 0.0], [0.0, 0.05]]], "float32")
-    boxes = np.array(
-        [[[0, 0, 1, 1], [2, 2, 3, 3]], [[4, 4, 5, 5], [6, 6, 7, 7]]], "float32"
-    )
+    boxes = np.array([[[0, 0, 1, 1], [2, 2, 3, 3]], [[4, 4, 5, 5], [6, 6, 7, 7]]], "float32")
     outputs = FilterDetections()([boxes, classification])
     out_boxes, out_scores, out_labels = (_np(x) for x in outputs)
     assert out_scores.shape == (2, 4)  # K = N * C = 4
@@ -316,7 +314,7 @@ def test_tiny_model_with_every_layer_saves_and_loads(tmp_path):
     assert loaded.get_layer("filtered_detections").score_threshold == 0.25
 
 
-# --- XLA training (stack notes) ---
+# --- XLA training (§5.2: the upsampling must compile) ---
 
 
 def test_training_path_layers_train_under_xla_on_cpu():

@@ -68,7 +68,7 @@ def test_overfit_two_images_then_soft_iou_tracks_true_iou(tmp_path):
     for inputs, targets in batches:
         packed = training.predict_on_batch(inputs)[0]  # [boxes(4), soft_iou, hard]
         target = targets[key][0]  # [matched GT box(4), state]
-        selected = (target[:, 4] == 1) & (packed[:, 5] > 0.1)  # the loss' anchors (spec §7.3)
+        selected = (target[:, 4] == 1) & (packed[:, 5] > 0.1)  # the loss' anchors (§7.3)
         assert selected.sum() >= 20
         true_iou = paired_overlap(
             packed[selected, :4].astype("float64"), target[selected, :4].astype("float64")

@@ -83,7 +83,7 @@ def test_keras_resnet_builds_and_frozen_bn_does_not_update():
     inputs = keras.Input((None, None, 3))
     resnet, (c3, c4, c5) = resnet_backbone(inputs, freeze_bn=True)
     assert (c3.shape[-1], c4.shape[-1], c5.shape[-1]) == (512, 1024, 2048)
-    assert resnet.count_params() == 23_561_152  # ResNet50 without top (stack notes)
+    assert resnet.count_params() == 23_561_152  # ResNet50 without top: keras-resnet 0.2.0
     bn = resnet.get_layer("bn_conv1")
     before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
     resnet(np.random.rand(1, 64, 64, 3).astype("float32") * 50, training=True)

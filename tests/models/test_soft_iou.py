@@ -1,4 +1,4 @@
-"""The Soft-IoU head and the stage-2 training model (spec §5.4, §5.6)."""
+"""The Soft-IoU head and the stage-2 training model (§5.4, §5.6)."""
 
 import keras
 import numpy as np

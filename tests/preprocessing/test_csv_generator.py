@@ -1,4 +1,4 @@
-"""Tests for the SKU-110K CSV readers and CSVGenerator (spec §8.1–§8.3; B4, B5, B6, B8, B25)."""
+"""Tests for the SKU-110K CSV readers and CSVGenerator (§8.1–§8.3; B4, B5, B6, B8, B25)."""
 
 import os
 import re
@@ -33,7 +33,7 @@ def _parse(tmp_path, text, name="annotations.csv"):
     return parse_annotations(_write(tmp_path / name, text), CLASSES)
 
 
-# --- class map (spec §8.2) ---
+# --- class map (§8.2) ---
 
 
 def test_read_classes(tmp_path):
@@ -61,7 +61,7 @@ def test_default_class_file_is_object_zero():
     assert read_classes(csv_generator.DEFAULT_CLASS_FILE) == {"object": 0}
 
 
-# --- annotation rows (spec §8.1) ---
+# --- annotation rows (§8.1) ---
 
 
 def test_parse_eight_columns_in_first_appearance_order(tmp_path):
@@ -309,8 +309,14 @@ def test_b8_image_without_boxes_in_a_batch(tmp_path):
 def test_inference_mode_lists_images_sorted(dataset):
     _, images, _ = dataset
     (images / "notes.txt").write_text("not an image")
-    gen = CSVGenerator(None, base_dir=str(images), group_method="none", shuffle_groups=False,
-                       image_min_side=20, image_max_side=40)
+    gen = CSVGenerator(
+        None,
+        base_dir=str(images),
+        group_method="none",
+        shuffle_groups=False,
+        image_min_side=20,
+        image_max_side=40,
+    )
     assert not gen.has_ground_truth
     assert gen.image_names == ["tall.png", "wide.jpg"]
     assert gen.load_annotations(0)["bboxes"].shape == (0, 4)
@@ -328,8 +334,9 @@ def test_b25_truncated_jpeg_skipped_with_warning(dataset):
         tmp_path / "ann.csv",
         "broken.jpg,1,1,9,9,object,40,40\nwide.jpg,10,5,20,15,object,60,40\n",
     )
-    gen = _generator(csv_path, images, group_method="none", targets_fn=None,
-                     image_min_side=40, image_max_side=60)
+    gen = _generator(
+        csv_path, images, group_method="none", targets_fn=None, image_min_side=40, image_max_side=60
+    )
     with pytest.warns(UserWarning, match=r"skipping unreadable image .*broken.jpg"):
         batch = gen[0]
     assert batch.shape == (1, 40, 60, 3)  # replaced by the next good image, wide.jpg

@@ -1,4 +1,4 @@
-"""Tests for the shared Generator (spec §6.2, §6.3, §8.4; B5, B25)."""
+"""Tests for the shared Generator (§6.2, §6.3, §8.4; B5, B25)."""
 
 import pickle
 import warnings
@@ -55,8 +55,14 @@ class MemoryGenerator(Generator):
 
 def stub_targets(anchors, image_group, annotations_group, num_classes):
     """Records its inputs; returns one array so shapes can be checked."""
-    stub_targets.calls.append((anchors.shape, [im.shape for im in image_group],
-                               [a["bboxes"].copy() for a in annotations_group], num_classes))
+    stub_targets.calls.append(
+        (
+            anchors.shape,
+            [im.shape for im in image_group],
+            [a["bboxes"].copy() for a in annotations_group],
+            num_classes,
+        )
+    )
     return {"n_boxes": np.array([len(a["bboxes"]) for a in annotations_group], np.float32)}
 
 
@@ -80,8 +86,14 @@ class FixedTransform:
 def test_batch_shapes_padding_and_mean_subtraction():
     # min_side 40, max_side 100: 40x40 -> scale 40 / 40 = 1; 20x40 (H x W) -> 40 / 20 = 2 -> 40x80
     images = [_uniform(40, 40), _uniform(20, 40, (200, 100, 50))]
-    gen = MemoryGenerator(images, [[1, 2, 3, 4], [2, 2, 10, 6]], batch_size=2,
-                          group_method="none", shuffle_groups=False, targets_fn=stub_targets)
+    gen = MemoryGenerator(
+        images,
+        [[1, 2, 3, 4], [2, 2, 10, 6]],
+        batch_size=2,
+        group_method="none",
+        shuffle_groups=False,
+        targets_fn=stub_targets,
+    )
     stub_targets.calls.clear()
     inputs, targets = gen[0]
     assert len(gen) == 1
@@ -105,8 +117,14 @@ def test_batch_shapes_padding_and_mean_subtraction():
     ],
 )
 def test_resize_scale_applies_to_boxes(shape, expected_shape, expected_scale):
-    gen = MemoryGenerator([_uniform(*shape)], [[10, 10, 20, 20]], image_min_side=80,
-                          image_max_side=133, shuffle_groups=False, targets_fn=stub_targets)
+    gen = MemoryGenerator(
+        [_uniform(*shape)],
+        [[10, 10, 20, 20]],
+        image_min_side=80,
+        image_max_side=133,
+        shuffle_groups=False,
+        targets_fn=stub_targets,
+    )
     stub_targets.calls.clear()
     inputs, _ = gen[0]
     assert inputs.shape[1:3] == expected_shape
@@ -118,9 +136,14 @@ def test_flip_moves_boxes_and_pixels():
     # W = 60: x' = 60 - x, so [10, 5, 20, 15] -> [40, 5, 50, 15]; min_side 40 keeps scale 1
     image = _uniform(40, 60)
     image[:, :30] = 0  # left half black, right half (10, 20, 30)
-    gen = MemoryGenerator([image], [[10, 5, 20, 15]], image_max_side=60, shuffle_groups=False,
-                          targets_fn=stub_targets,
-                          transform_generator=FixedTransform(scaling((-1, 1))))
+    gen = MemoryGenerator(
+        [image],
+        [[10, 5, 20, 15]],
+        image_max_side=60,
+        shuffle_groups=False,
+        targets_fn=stub_targets,
+        transform_generator=FixedTransform(scaling((-1, 1))),
+    )
     stub_targets.calls.clear()
     inputs, _ = gen[0]
     np.testing.assert_allclose(stub_targets.calls[-1][2][0], [[40, 5, 50, 15]])
@@ -132,8 +155,17 @@ def test_flip_moves_boxes_and_pixels():
 def test_filter_annotations_warns_and_drops():
     image = np.zeros((10, 20, 3), np.uint8)
     annotations = {
-        "bboxes": np.array([[0, 0, 20, 10], [5, 5, 5, 8], [-1, 0, 3, 3], [0, 0, 21, 3],
-                            [0, 0, 3, 11], [2, 2, 4, 4]], np.float64),
+        "bboxes": np.array(
+            [
+                [0, 0, 20, 10],
+                [5, 5, 5, 8],
+                [-1, 0, 3, 3],
+                [0, 0, 21, 3],
+                [0, 0, 3, 11],
+                [2, 2, 4, 4],
+            ],
+            np.float64,
+        ),
         "labels": np.arange(6),
     }
     with pytest.warns(UserWarning, match=r"Image a.jpg .* contains 4 invalid boxes"):
@@ -142,8 +174,9 @@ def test_filter_annotations_warns_and_drops():
 
 
 def test_filter_annotations_in_generator_names_file():
-    gen = MemoryGenerator([_uniform(40, 40)], [[0, 0, 50, 10]], shuffle_groups=False,
-                          targets_fn=stub_targets)
+    gen = MemoryGenerator(
+        [_uniform(40, 40)], [[0, 0, 50, 10]], shuffle_groups=False, targets_fn=stub_targets
+    )
     with pytest.warns(UserWarning, match="img0.jpg"):
         gen[0]
 
@@ -173,8 +206,7 @@ def test_seeded_shuffle_is_deterministic_and_changes_per_epoch():
 
 def test_b25_unreadable_image_replaced_by_next_good_one():
     images = [_uniform(40, 40), _uniform(40, 50), _uniform(40, 60)]
-    gen = MemoryGenerator(images, [[]] * 3, broken={1}, group_method="none",
-                          shuffle_groups=False)
+    gen = MemoryGenerator(images, [[]] * 3, broken={1}, group_method="none", shuffle_groups=False)
     with pytest.warns(UserWarning, match="skipping unreadable image img1.jpg: .*truncated"):
         batch = gen[1]
     assert batch.shape == (1, 40, 60, 3)  # image 2 took image 1's place
@@ -189,8 +221,9 @@ def test_b25_all_images_unreadable_raises():
 
 def test_threads_and_pickle_give_the_same_batches():
     images = [_uniform(30 + i, 40) for i in range(6)]
-    gen = MemoryGenerator(images, [[1, 1, 5, 5]] * 6, batch_size=2, seed=0, workers=2,
-                          use_multiprocessing=False)
+    gen = MemoryGenerator(
+        images, [[1, 1, 5, 5]] * 6, batch_size=2, seed=0, workers=2, use_multiprocessing=False
+    )
     assert gen.workers == 2 and gen.use_multiprocessing is False
     sequential = [gen[i] for i in range(len(gen))]
     with ThreadPoolExecutor(4) as pool:
@@ -208,15 +241,23 @@ def test_bad_arguments():
         MemoryGenerator([_uniform(8, 8)], [[]])[1]
 
 
-# --- with the real targets functions of utils/anchors.py (spec §6.2, §6.3) ---
+# --- with the real targets functions of utils/anchors.py (§6.2, §6.3) ---
 
 
 def _real_generator(targets_fn):
     # 64x64 and 64x48 images, min_side 64 -> scale 1 for the first, 64/48 for the second
     images = [_uniform(64, 64), _uniform(48, 64)]
     boxes = [[[0, 0, 32, 32], [40, 8, 60, 40]], [[0, 0, 24, 24]]]
-    return MemoryGenerator(images, boxes, batch_size=2, group_method="none", shuffle_groups=False,
-                           image_min_side=64, image_max_side=128, targets_fn=targets_fn)
+    return MemoryGenerator(
+        images,
+        boxes,
+        batch_size=2,
+        group_method="none",
+        shuffle_groups=False,
+        image_min_side=64,
+        image_max_side=128,
+        targets_fn=targets_fn,
+    )
 
 
 def test_stage1_targets_batch_shapes():

@@ -1,4 +1,4 @@
-"""Tests for utils/anchors.py: anchors (spec §5.3), box coding and targets (spec §6)."""
+"""Tests for utils/anchors.py: anchors (§5.3), box coding and targets (§6)."""
 
 import numpy as np
 import pytest
@@ -208,7 +208,7 @@ def test_bad_annotations_raise_clear_errors():
 
 
 def _brute_force(anchors, image, annotations, negative=0.4, positive=0.5):
-    """Full IoU matrix + argmax: the definition of the assignment (spec §6.1)."""
+    """Full IoU matrix + argmax: the definition of the assignment (§6.1)."""
     gt = annotations["bboxes"]
     n = len(anchors)
     state = np.zeros(n, np.int64)
@@ -255,8 +255,10 @@ def test_fast_path_equals_brute_force_on_random_boxes(monkeypatch):
     for _ in range(12):
         height, width = (int(v) for v in rng.integers(40, 360, 2))
         images = [_image(height, width), _image(max(height - 17, 8), width)]
-        annotations = [_ann(_random_gt(rng, height, width, int(rng.integers(0, 60)))),
-                       _ann(_random_gt(rng, height, width, 5))]
+        annotations = [
+            _ann(_random_gt(rng, height, width, int(rng.integers(0, 60)))),
+            _ann(_random_gt(rng, height, width, 5)),
+        ]
         anchors = anchors_for_shape((height, width))
         regression, labels = anchor_targets_bbox(anchors, images, annotations, 1)
         boxes = iou_targets(anchors, images, annotations, 1)

@@ -1,4 +1,4 @@
-"""Tests for utils/boxes.py: IoU without +1, IoMin, greedy NMS (spec §6.1, §10.8, B11)."""
+"""Tests for utils/boxes.py: IoU without +1, IoMin, greedy NMS (§6.1, §10.8, B11)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for utils/eval.py: COCO metrics under the SKU-110K protocol (spec §12), counting, CSV IO.
+"""Tests for utils/eval.py: COCO metrics under the SKU-110K protocol (§12), counting, CSV IO.
 
 Hand arithmetic uses COCOeval's rules: detections sorted by score over all images, precision made
 monotone (max over higher recall), then sampled at the 101 recall points 0.00, 0.01, ..., 1.00 by
@@ -26,8 +26,15 @@ def _grid(n, size=20, gap=5, per_row=15):
     """n disjoint size×size boxes on a grid (every pairwise IoU is 0)."""
     step = size + gap
     return np.array(
-        [[(i % per_row) * step, (i // per_row) * step, (i % per_row) * step + size,
-          (i // per_row) * step + size] for i in range(n)],
+        [
+            [
+                (i % per_row) * step,
+                (i // per_row) * step,
+                (i % per_row) * step + size,
+                (i // per_row) * step + size,
+            ]
+            for i in range(n)
+        ],
         dtype=np.float64,
     )
 
@@ -49,7 +56,7 @@ def test_to_coco_xywh_hand_values():
 def test_boxes_reach_pycocotools_as_xywh():
     # GT [100, 100, 110, 110], detection shifted by (2, 2): intersection 8·8 = 64, union
     # 100 + 100 - 64 = 136, IoU = 0.47 < 0.5 → no match, AP50 = 0.
-    # The community bug (spec §12.2) passed [x1, y1, x2, y2] as [x, y, w, h]: two 110×110 boxes
+    # The community bug (§12.2) passed [x1, y1, x2, y2] as [x, y, w, h]: two 110×110 boxes
     # offset by 2 → IoU 108²/(2·110² − 108²) = 0.93 → AP50 would be 1.
     gt = {"a": np.array([[100, 100, 110, 110]])}
     dets = {"a": _dets([[102, 102, 112, 112]], [0.9])}

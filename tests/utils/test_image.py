@@ -1,4 +1,4 @@
-"""Tests for utils/image.py: BGR reading, Caffe mean, resize scale (spec §8.4)."""
+"""Tests for utils/image.py: BGR reading, Caffe mean, resize scale (§8.4)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of the per-image inference loop (spec §9, §11; B1-B3, B7, B18, B24)."""
+"""Tests of the per-image inference loop (§9, §11; B1-B3, B7, B18, B24)."""
 
 from __future__ import annotations
 

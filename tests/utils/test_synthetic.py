@@ -59,7 +59,7 @@ def test_layout_boxes_are_integer_and_strictly_inside(height, width):
         assert boxes.dtype == np.int64 and boxes.ndim == 2 and boxes.shape[1] == 4
         assert len(boxes) > 0
         x1, y1, x2, y2 = boxes.T
-        # Strictly inside (x2 < W, y2 < H), so the SKU-110K reader never clamps them (spec 8.1).
+        # Strictly inside (x2 < W, y2 < H), so the SKU-110K reader never clamps them (§8.1).
         assert (x1 >= 0).all() and (y1 >= 0).all()
         assert (x2 < width).all() and (y2 < height).all()
         assert (x2 > x1).all() and (y2 > y1).all()

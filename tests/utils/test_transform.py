@@ -1,4 +1,4 @@
-"""Tests for utils/transform.py: affine matrices, warps and box mapping (spec §8.4)."""
+"""Tests for utils/transform.py: affine matrices, warps and box mapping (§8.4)."""
 
 import pickle
 
@@ -54,8 +54,9 @@ def test_relative_translation_scales_by_width_height():
 def test_transform_aabb_of_rotated_box_is_not_clipped():
     # QUIRK: AABB of the 4 corners, no clipping: 90 deg about (0, 0) maps [1,2,3,4] corners
     # (x, y) -> (-y, x): x in [-4, -2], y in [1, 3]
-    np.testing.assert_allclose(transform_aabb(rotation(np.pi / 2), [1, 2, 3, 4]), [-4, 1, -2, 3],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        transform_aabb(rotation(np.pi / 2), [1, 2, 3, 4]), [-4, 1, -2, 3], atol=1e-12
+    )
 
 
 def test_apply_transform_flip_pixels_with_replicated_border():

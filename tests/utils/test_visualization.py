@@ -1,4 +1,4 @@
-"""Tests of the OpenCV drawing helpers and label colours (spec §11.2)."""
+"""Tests of the OpenCV drawing helpers and label colours (§11.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared CLI pieces of ``train.py``, ``train_iou.py`` and ``predict.py`` (spec §4).
+"""Shared CLI pieces of ``train.py``, ``train_iou.py`` and ``predict.py`` (§4).
 
 The original's ``train_iou.py`` was ``train.py`` with ~24 lines changed. Here the two training
 scripts differ only in a :class:`Stage` (model builder, loss, targets function, snapshot prefix and
@@ -65,7 +65,7 @@ def add_csv_subparser(parser, split, val_split=None):
 
 
 def add_common_train_args(parser, stage: "Stage"):
-    """Every training flag of the original (spec §4.1) plus --lr, --workers, --mixed-precision."""
+    """Every training flag of the original (§4.1) plus --lr, --workers, --mixed-precision."""
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--snapshot", help="Resume training from a snapshot of this stage.")
     if stage.name == "stage1":
@@ -499,7 +499,7 @@ def create_generators(args, targets_fn):
         default_transform_generator,
     )
 
-    if args.random_transform:  # the spec §8.4 ranges (rotation, translation, shear, scale, flips)
+    if args.random_transform:  # the §8.4 ranges (rotation, translation, shear, scale, flips)
         transform = augmenting_transform_generator(seed=args.seed)
     elif args.flip:  # KEEP: the original flips horizontally even without --random-transform
         transform = default_transform_generator(seed=args.seed)

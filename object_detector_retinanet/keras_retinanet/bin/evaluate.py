@@ -6,7 +6,7 @@ Usage:
                 [--plots DIR] [--json OUT]
 
 Reports AP@[.50:.05:.95], AP.50, AP.75, AR300, P@R=.5 (at IoU .75 and .50), MAE and RMSE next to
-the paper's full-approach row, following the recommended protocol of spec §12.2: every detection of
+the paper's full-approach row, following the recommended protocol of §12.2: every detection of
 the CSV is used; pycocotools COCOeval with maxDets=[300] throughout, areaRng all, 101 recall
 points, boxes as COCO [x, y, w, h]. Results rows join the GT by file name (the "images/" folder of
 image_id is stripped). Counting: a detection counts when its score is > --count-threshold (default
@@ -70,24 +70,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("results", help="results CSV written by predict "
-                        "(image_id,x1,y1,x2,y2,confidence,hard_score)")
+    parser.add_argument(
+        "results",
+        help="results CSV written by predict (image_id,x1,y1,x2,y2,confidence,hard_score)",
+    )
     parser.add_argument(
         "--annotations",
         default=None,
         help="GT annotations CSV (8 columns, no header); default "
         "<root>/annotations/annotations_test.csv",
     )
-    parser.add_argument("--classes", default=DEFAULT_CLASSES,
-                        help="class map CSV (class_name,class_id); default bin/class_mappings.csv")
-    parser.add_argument("--score-field", choices=SCORE_FIELDS, default="confidence",
-                        help="results column used as the detection score (default confidence)")
-    parser.add_argument("--count-threshold", type=_count_threshold,
-                        default=DEFAULT_COUNT_THRESHOLD,
-                        help="count detections with score > this for MAE/RMSE (default 0.5; "
-                        "'all' counts every detection)")
-    parser.add_argument("--max-dets", type=_positive_int, default=MAX_DETS,
-                        help="COCOeval maxDets, the only slot (default 300, spec §12.2)")
+    parser.add_argument(
+        "--classes",
+        default=DEFAULT_CLASSES,
+        help="class map CSV (class_name,class_id); default bin/class_mappings.csv",
+    )
+    parser.add_argument(
+        "--score-field",
+        choices=SCORE_FIELDS,
+        default="confidence",
+        help="results column used as the detection score (default confidence)",
+    )
+    parser.add_argument(
+        "--count-threshold",
+        type=_count_threshold,
+        default=DEFAULT_COUNT_THRESHOLD,
+        help="count detections with score > this for MAE/RMSE (default 0.5; "
+        "'all' counts every detection)",
+    )
+    parser.add_argument(
+        "--max-dets",
+        type=_positive_int,
+        default=MAX_DETS,
+        help="COCOeval maxDets, the only slot (default 300, §12.2)",
+    )
     parser.add_argument("--plots", default=None, help="folder for the PR and count plots (PNG)")
     parser.add_argument("--json", default=None, help="write the metrics and settings to this JSON")
     args = parser.parse_args(argv)
@@ -99,8 +115,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.classes = resolve_path(args.classes)
     args.plots = resolve_path(args.plots)
     args.json = resolve_path(args.json)
-    for flag, path in (("results", args.results), ("--annotations", args.annotations),
-                       ("--classes", args.classes)):
+    for flag, path in (
+        ("results", args.results),
+        ("--annotations", args.annotations),
+        ("--classes", args.classes),
+    ):
         if not os.path.isfile(path):
             parser.error(f"{flag}: no such file: {path}")
     return args
@@ -139,7 +158,7 @@ def format_table(metrics: dict) -> str:
             f"{_fmt(RELEASED_WEIGHTS_COCO.get(released_key) if released_key else None):>30}"
         )
     lines.append("paper: Poster.pdf table, voc_eval-style code, IoU of its P@R=.5 not stated;")
-    lines.append("released weights: ParallelDots benchmark, pycocotools maxDets=300 (spec §12.3)")
+    lines.append("released weights: ParallelDots benchmark, pycocotools maxDets=300 (§12.3)")
     return "\n".join(lines)
 
 
@@ -162,37 +181,56 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     classes = read_classes(args.classes)
     if len(classes) > 1:
-        print(f"Note: {len(classes)} classes in {args.classes}; evaluation is class-agnostic "
-              "(results CSVs carry no label)", file=sys.stderr)
+        print(
+            f"Note: {len(classes)} classes in {args.classes}; evaluation is class-agnostic "
+            "(results CSVs carry no label)",
+            file=sys.stderr,
+        )
     annotations = parse_annotations(args.annotations, classes)
     gt = {name: annotation["bboxes"] for name, annotation in annotations.items()}
     if not gt:
         raise ValueError(f"{args.annotations}: no images in the ground truth")
 
     detections = read_results_csv(args.results, score_field=args.score_field)
-    detections, missing = align_detections(gt, detections, source=args.results,
-                                           gt_source=args.annotations)
+    detections, missing = align_detections(
+        gt, detections, source=args.results, gt_source=args.annotations
+    )
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        print(f"Warning: {len(missing)} of {len(gt)} GT images have no rows in {args.results} "
-              f"and count as images with zero detections ({shown})", file=sys.stderr)
+        print(
+            f"Warning: {len(missing)} of {len(gt)} GT images have no rows in {args.results} "
+            f"and count as images with zero detections ({shown})",
+            file=sys.stderr,
+        )
 
-    metrics = evaluate_detections(gt, detections, count_threshold=args.count_threshold,
-                                  max_dets=args.max_dets, plot_dir=args.plots)
+    metrics = evaluate_detections(
+        gt,
+        detections,
+        count_threshold=args.count_threshold,
+        max_dets=args.max_dets,
+        plot_dir=args.plots,
+    )
 
     num_dets = sum(len(boxes) for boxes in detections.values())
     num_gt = sum(len(boxes) for boxes in gt.values())
-    rule = ("every detection" if args.count_threshold is None
-            else f"detections with {args.score_field} > {args.count_threshold}")
+    rule = (
+        "every detection"
+        if args.count_threshold is None
+        else f"detections with {args.score_field} > {args.count_threshold}"
+    )
     print(f"Results: {args.results}")
-    print(f"GT: {args.annotations} ({metrics['num_images']} images, {num_gt} boxes; "
-          f"{num_dets} detections, score = {args.score_field}, maxDets = {args.max_dets})")
+    print(
+        f"GT: {args.annotations} ({metrics['num_images']} images, {num_gt} boxes; "
+        f"{num_dets} detections, score = {args.score_field}, maxDets = {args.max_dets})"
+    )
     print(f"Counting rule: predicted count = {rule}")
     print(format_table(metrics))
 
     if args.plots:
-        print(f"Plots: {os.path.join(args.plots, PR_PLOT_NAME)}, "
-              f"{os.path.join(args.plots, COUNT_PLOT_NAME)}")
+        print(
+            f"Plots: {os.path.join(args.plots, PR_PLOT_NAME)}, "
+            f"{os.path.join(args.plots, COUNT_PLOT_NAME)}"
+        )
     if args.json:
         folder = os.path.dirname(args.json)
         if folder:

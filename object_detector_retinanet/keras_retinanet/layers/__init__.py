@@ -1,4 +1,4 @@
-"""Custom Keras 3 layers of the detector graphs (spec §5.2, §5.3, §5.6, §5.7).
+"""Custom Keras 3 layers of the detector graphs (§5.2, §5.3, §5.6, §5.7).
 
 Every layer is registered with ``keras.saving.register_keras_serializable(package="sku110k")``, so
 importing this package is all a ``.keras`` load needs.

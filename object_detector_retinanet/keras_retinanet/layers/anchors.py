@@ -1,4 +1,4 @@
-"""The in-graph anchor generator (spec §5.3, §5.6, §5.7; bug B26).
+"""The in-graph anchor generator (§5.3, §5.6, §5.7; bug B26).
 
 Owns :class:`Anchors`, one layer per pyramid level (``anchors_0..4`` in the stage-2 and inference
 graphs). The base anchors come from the NumPy
@@ -23,7 +23,7 @@ class Anchors(keras.layers.Layer):
     Output: ``(B, H * W * A, 4)`` float32 anchors ``(x1, y1, x2, y2)`` in input-image pixels, in the
     order row y → column x → anchor (ratio-major), which matches the heads' reshape
     ``(H, W, A * c) → (-1, c)``. Anchor ``a`` at cell ``(iy, ix)`` is the base anchor ``a`` centred
-    on ``((ix + 0.5) * stride, (iy + 0.5) * stride)`` (spec §5.3, KEEP: half a stride in).
+    on ``((ix + 0.5) * stride, (iy + 0.5) * stride)`` (§5.3, KEEP: half a stride in).
 
     Args:
         size: base anchor side of this level (32..512 for P3..P7).
@@ -53,7 +53,7 @@ class Anchors(keras.layers.Layer):
         shape = ops.shape(features)
         batch_size, height, width = shape[0], shape[1], shape[2]
         stride = float(self.stride)
-        # Cell centres, half a stride in from the origin (spec §5.3).
+        # Cell centres, half a stride in from the origin (§5.3).
         shift_x = (ops.cast(ops.arange(0, width), "float32") + 0.5) * stride  # (W,)
         shift_y = (ops.cast(ops.arange(0, height), "float32") + 0.5) * stride  # (H,)
         grid_x, grid_y = ops.meshgrid(shift_x, shift_y, indexing="xy")  # each (H, W)

@@ -1,4 +1,4 @@
-"""Box decoding and clipping layers (spec §5.6, §5.7).
+"""Box decoding and clipping layers (§5.6, §5.7).
 
 Owns :class:`RegressBoxes` (layer ``boxes``: the in-graph inverse of the corner-offset encoding
 :func:`~object_detector_retinanet.keras_retinanet.utils.anchors.bbox_transform`) and
@@ -23,7 +23,7 @@ def _as_config_value(value):
 
 @keras.saving.register_keras_serializable(package="sku110k")
 class RegressBoxes(keras.layers.Layer):
-    """Apply corner-offset deltas to anchors (spec §5.7 step 2).
+    """Apply corner-offset deltas to anchors (§5.7 step 2).
 
     Inputs: ``[anchors (B, N, 4), deltas (B, N, 4)]``. Output: boxes ``(B, N, 4)``,
     ``(x1, y1, x2, y2)`` pixels, with ``x1 = ax1 + (d_x1 * std + mean) * aw``,
@@ -67,7 +67,7 @@ class RegressBoxes(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="sku110k")
 class ClipBoxes(keras.layers.Layer):
-    """Clip boxes to the network input (spec §5.7 step 3).
+    """Clip boxes to the network input (§5.7 step 3).
 
     Inputs: ``[image (B, H, W, C), boxes (B, N, 4)]``. Output: boxes ``(B, N, 4)`` with x clipped to
     ``[0, W]`` and y to ``[0, H]``. QUIRK (KEEP): the upper bound is W / H, not W − 1 / H − 1.

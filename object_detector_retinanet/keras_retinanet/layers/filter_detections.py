@@ -1,4 +1,4 @@
-"""Score filtering, optional NMS and top-k of the inference graph (spec §5.7 step 4; B16, B17).
+"""Score filtering, optional NMS and top-k of the inference graph (§5.7 step 4; B16, B17).
 
 Owns :class:`FilterDetections` (layer ``filtered_detections`` of ``retinanet_bbox``). This is the
 only module of the package that calls TensorFlow directly (``tf.image.non_max_suppression``,
@@ -66,7 +66,7 @@ class FilterDetections(keras.layers.Layer):
 
     Outputs: ``[boxes (B, K, 4), scores (B, K), labels (B, K) int32, *others (B, K, ...)]``:
 
-    1. for each class c, the anchors with ``score > score_threshold`` (strict, spec §5.7);
+    1. for each class c, the anchors with ``score > score_threshold`` (strict, §5.7);
     2. if ``nms``, TF's greedy NMS at ``nms_threshold`` within each class;
     3. all (anchor, class) survivors sorted by score, descending (ties: lower class, then lower
        anchor index first, as the original's concatenate + ``top_k``), at most K of them;

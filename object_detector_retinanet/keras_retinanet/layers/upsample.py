@@ -1,4 +1,4 @@
-"""Nearest-neighbour upsampling of the feature pyramid's top-down path (spec §5.2, stack notes).
+"""Nearest-neighbour upsampling of the feature pyramid's top-down path (§5.2).
 
 Owns :class:`UpsampleLike` (layers ``P5_upsampled`` and ``P4_upsampled``). The original resized
 with TF1's ``tf.image.resize_images(..., NEAREST_NEIGHBOR)``, i.e. ``align_corners=False`` with the

@@ -1,4 +1,4 @@
-"""ResNet backbones from keras-resnet, made to build under Keras 3 (spec §5.1, stack notes).
+"""ResNet backbones from keras-resnet, made to build under Keras 3 (§5.1).
 
 keras-resnet 0.2.0 (the original's backbone package, kept as the dependency) defines
 ``BatchNormalization.call(self, *args, **kwargs)``. Keras 3 derives the input shape it hands to
@@ -16,7 +16,7 @@ import keras
 import keras_resnet.layers
 import keras_resnet.models
 
-# fizyr/keras-models release v0.0.1: the files the original downloads (spec §5.1).
+# fizyr/keras-models release v0.0.1: the files the original downloads (§5.1).
 IMAGENET_WEIGHTS_URL = "https://github.com/fizyr/keras-models/releases/download/v0.0.1/{}"
 IMAGENET_WEIGHTS = {
     "resnet50": ("ResNet-50-model.keras.h5", "3e9f4e4f77bbe2c9bec13b53ee1c2319"),
@@ -28,9 +28,9 @@ BACKBONES = {
     "resnet101": keras_resnet.models.ResNet101,
     "resnet152": keras_resnet.models.ResNet152,
 }
-# Measured on synthetic shelves (stack notes): with BatchNorm learning from scratch, Keras' default
-# momentum 0.99 lets the moving statistics lag the weights so far that inference scores far below
-# the network's ability; 0.9 closes the gap.
+# Measured on synthetic shelves (docs/training-from-scratch.md §2): with BatchNorm learning from
+# scratch, Keras' default momentum 0.99 lets the moving statistics lag the weights so far that
+# inference scores far below the network's ability; 0.9 closes the gap.
 SCRATCH_BN_MOMENTUM = 0.9
 
 

@@ -1,11 +1,11 @@
-"""RetinaNet: FPN P3–P7, shared heads, and the inference wrapper (spec §5.2–§5.5, §5.7, §5.8).
+"""RetinaNet: FPN P3–P7, shared heads, and the inference wrapper (§5.2–§5.5, §5.7, §5.8).
 
 Reads top-down: heads, pyramid, the stage-1 model (:func:`retinanet`), the inference model
 (:func:`retinanet_bbox`) and the builder that ties a backbone to them (:func:`build_retinanet`).
 The Soft-IoU head and the stage-2 training model live in :mod:`.soft_iou` and plug into the same
 seams (a ``(name, submodel)`` pair; the ``P3``..``P7`` layers looked up by name).
 
-Every layer name here is part of the contract of spec §5.8 (by-name weight loading, the stage-2
+Every layer name here is part of the contract of §5.8 (by-name weight loading, the stage-2
 "iou" freezing rule); none outside the IoU head may contain "iou".
 """
 
@@ -116,7 +116,7 @@ def default_submodels(num_classes, num_anchors):
 
 
 def create_pyramid_features(C3, C4, C5, feature_size=FEATURE_SIZE):
-    """FPN exactly as the original (spec §5.2): returns [P3, P4, P5, P6, P7].
+    """FPN exactly as the original (§5.2): returns [P3, P4, P5, P6, P7].
 
     Convs use Keras' default initialisers (glorot-uniform kernel, zero bias) and no activation.
     """
@@ -178,7 +178,7 @@ def retinanet(
 
 
 def pyramid_features(model):
-    """The P3..P7 output tensors of a built RetinaNet, looked up by name (spec §5.8)."""
+    """The P3..P7 output tensors of a built RetinaNet, looked up by name (§5.8)."""
     return [model.get_layer(p).output for p in config.PYRAMID_LEVELS]
 
 
@@ -207,7 +207,7 @@ def retinanet_bbox(
     anchor_config=None,
     name="retinanet-bbox",
 ):
-    """Wrap a RetinaNet into the inference model (spec §5.7).
+    """Wrap a RetinaNet into the inference model (§5.7).
 
     anchors -> RegressBoxes (std 0.2) -> ClipBoxes (to the input's W, H) -> FilterDetections.
     The original hard-wired ``nms=False`` and a score threshold of 0.1, and padded to 999,999

@@ -1,4 +1,4 @@
-"""The Soft-IoU head and the stage-2 training model (paper §3.1; spec §5.4, §5.6).
+"""The Soft-IoU head and the stage-2 training model (paper §3.1; §5.4, §5.6).
 
 The Soft-IoU layer predicts, for every anchor, the IoU of its detection with the object it
 covers. It is a separate tower on the same P3–P7 features as the other heads (not stacked on the
@@ -49,7 +49,7 @@ def add_iou_head(model, num_classes, num_anchors=None, name="retinanet"):
 
     Nothing is rebuilt or copied: the new model's outputs are the stage-1 ``regression`` and
     ``classification`` tensors plus ``iou`` computed from the same ``P3``..``P7`` layers. Load the
-    stage-1 weights into ``model`` *before* calling this (spec §4.2 PORT: load by topology, then
+    stage-1 weights into ``model`` *before* calling this (§4.2 PORT: load by topology, then
     attach), and the result holds every stage-1 weight with a freshly initialised IoU head.
 
     Returns:
@@ -66,7 +66,7 @@ def add_iou_head(model, num_classes, num_anchors=None, name="retinanet"):
 
 
 def freeze_non_iou_layers(model) -> None:
-    """KEEP (spec §5.6): every layer whose name lacks "iou" becomes non-trainable, recursively.
+    """KEEP (§5.6): every layer whose name lacks "iou" becomes non-trainable, recursively.
 
     A sub-model's ``trainable`` flag is left alone when its name contains "iou" (so its inner
     layers decide for themselves); Keras propagates a False flag on a container to its children,
@@ -78,7 +78,7 @@ def freeze_non_iou_layers(model) -> None:
 
 
 def retinanet_iou(model, anchor_config=None, name="retinanet-iou"):
-    """The stage-2 training model (spec §5.6) around a model with an ``iou`` output.
+    """The stage-2 training model (§5.6) around a model with an ``iou`` output.
 
     Freezes every non-"iou" layer, decodes boxes from the (frozen) regression output with the
     in-graph anchors (no ClipBoxes, as the original), and concatenates

@@ -1,9 +1,9 @@
-"""SKU-110K annotation and class-map CSV readers (spec §3, §8.1–§8.3); NumPy/pandas only.
+"""SKU-110K annotation and class-map CSV readers (§3, §8.1–§8.3); NumPy/pandas only.
 
 Kept free of Keras so evaluation and other tools read the ground truth without TensorFlow; the
 generator built on these readers is :mod:`.csv_generator`.
 
-Annotation CSV (no header, one box per row, spec §8.1)::
+Annotation CSV (no header, one box per row, §8.1)::
 
     image_name,x1,y1,x2,y2,class,image_width,image_height
     test_0.jpg,5,1429,219,1612,object,2336,4160
@@ -12,7 +12,7 @@ Also accepted: the 6-column fizyr form ``image_name,x1,y1,x2,y2,class`` (no size
 and image-only rows ``img,,,,,,,`` / ``img,,,,,`` for an image without boxes (B8; the original's
 branch for them was dead code).
 
-Row rules, in the original's order (spec §8.1):
+Row rules, in the original's order (§8.1):
 1. cast coordinates (and sizes) to int, else ``line N: malformed x2 'abc'``;
 2. clamp to the CSV's image size: x1 >= W -> W-1, x2 >= W -> W-1, y1 > H -> H-1 (QUIRK: ``>``),
    y2 >= H -> H-1;
@@ -51,7 +51,7 @@ _MAX_LISTED = 5  # how many lines / names a warning quotes
 
 
 def read_classes(csv_path: str | os.PathLike) -> dict[str, int]:
-    """Read a ``class_name,class_id`` map (spec §8.2), e.g. ``object,0``; blank lines ignored.
+    """Read a ``class_name,class_id`` map (§8.2), e.g. ``object,0``; blank lines ignored.
 
     Raises:
         ValueError: ``<file> line N: format should be 'class_name,class_id'``, ``... malformed
@@ -194,7 +194,7 @@ def _row_error(row: list[str], ncols: int, classes: dict[str, int]) -> str | Non
 def parse_annotations(
     csv_path: str | os.PathLike, classes: dict[str, int]
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Parse an SKU-110K annotation CSV (spec §8.1); touches no image file.
+    """Parse an SKU-110K annotation CSV (§8.1); touches no image file.
 
     Args:
         csv_path: the annotation CSV.
@@ -239,7 +239,7 @@ def parse_annotations(
     clamp = sized & ~malformed
     x1 = np.where(clamp & (x1 >= w), w - 1, x1)
     x2 = np.where(clamp & (x2 >= w), w - 1, x2)
-    y1 = np.where(clamp & (y1 > h), h - 1, y1)  # QUIRK: `>`, not `>=` (spec §8.1)
+    y1 = np.where(clamp & (y1 > h), h - 1, y1)  # QUIRK: `>`, not `>=` (§8.1)
     y2 = np.where(clamp & (y2 >= h), h - 1, y2)
 
     numeric = box & ~malformed
@@ -257,8 +257,9 @@ def parse_annotations(
         raise ValueError(f"{base} line {first + 1}: {message}")
 
     kept = image_only | checked
-    result = _group_rows(names[kept], checked[kept], x1[kept], y1[kept], x2[kept], y2[kept],
-                         labels[kept])
+    result = _group_rows(
+        names[kept], checked[kept], x1[kept], y1[kept], x2[kept], y2[kept], labels[kept]
+    )
     if skipped.any():
         lines = (np.flatnonzero(skipped) + 1)[:_MAX_LISTED].tolist()
         affected = pd.unique(names[skipped])
@@ -268,8 +269,7 @@ def parse_annotations(
             f"(has some bad boxes annotations) in {len(affected)} images, lines {lines}"
             + ("..." if skipped.sum() > _MAX_LISTED else "")
             + (
-                f"; {len(dropped)} images had no other row and are dropped: "
-                f"{dropped[:_MAX_LISTED]}"
+                f"; {len(dropped)} images had no other row and are dropped: {dropped[:_MAX_LISTED]}"
                 if dropped
                 else ""
             ),

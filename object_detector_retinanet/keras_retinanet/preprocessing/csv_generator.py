@@ -1,4 +1,4 @@
-"""The CSV-backed generator for SKU-110K data (spec §3, §8.3, §8.4).
+"""The CSV-backed generator for SKU-110K data (§3, §8.3, §8.4).
 
 The readers (:func:`read_classes`, :func:`parse_annotations`, :func:`list_images`) live in the
 Keras-free :mod:`.csv_annotations` and are re-exported here.

@@ -1,11 +1,11 @@
-"""The one training/validation batch generator of both stages (spec §6.2, §6.3, §8.4).
+"""The one training/validation batch generator of both stages (§6.2, §6.3, §8.4).
 
 The original has two near-identical generators (``Generator`` for stage 1, ``GeneratorIou`` for
 stage 2) that differ only in how targets are computed. Here a single :class:`Generator` takes the
 targets function as an argument (``utils.anchors.stage1_targets`` or ``stage2_targets``), so the
 data path of the base detector and of the Soft-IoU head (Goldman et al., CVPR 2019, §3) is shared.
 
-Per image of a group (spec §8.4, KEEP): load BGR -> ``filter_annotations`` (warning) -> Caffe mean
+Per image of a group (§8.4, KEEP): load BGR -> ``filter_annotations`` (warning) -> Caffe mean
 subtraction -> random affine transform *after* the mean subtraction (QUIRK) -> resize 800/1333
 (bilinear) with boxes scaled alike. Then the group is zero-padded top-left to its max shape, anchors
 are generated for that padded shape and the targets function builds the targets.
@@ -186,7 +186,7 @@ class Generator(keras.utils.PyDataset):
         self.groups = [self.groups[i] for i in permutation]  # one atomic rebind
 
     def on_epoch_end(self) -> None:
-        """Reshuffle the group order (spec §8.4: groups shuffled every epoch)."""
+        """Reshuffle the group order (§8.4: groups shuffled every epoch)."""
         if self.shuffle_groups:
             self._shuffle()
 
@@ -236,7 +236,7 @@ class Generator(keras.utils.PyDataset):
     def preprocess_entry(
         self, image: np.ndarray, annotations: Annotations
     ) -> tuple[np.ndarray, Annotations]:
-        """Mean subtraction, optional random transform, resize (spec §8.4 steps 3–5).
+        """Mean subtraction, optional random transform, resize (§8.4 steps 3–5).
 
         Args:
             image: uint8 (H, W, 3) BGR.

@@ -1,6 +1,6 @@
 """RetinaNet anchors, corner-offset box coding and training targets for both stages, in NumPy.
 
-Implements spec §5.3 (anchor generation: sizes 32..512, strides 8..128, ratios (0.5, 1, 2),
+Implements §5.3 (anchor generation: sizes 32..512, strides 8..128, ratios (0.5, 1, 2),
 scales 2^(0, 1/3, 2/3), centres at ``(i + 0.5) * stride``) and §6 (anchor assignment and the
 stage-1 / stage-2 targets of Goldman et al., CVPR 2019, which reuses RetinaNet's assignment for the
 detector and trains the Soft-IoU head against the matched ground-truth box). The graph-side
@@ -9,7 +9,7 @@ detector and trains the Soft-IoU head against the matched ground-truth box). The
 
 Target packing contract (the one place it is stated; losses and the generator rely on it):
 
-* Anchor state: ``-1`` ignore, ``0`` background, ``1`` positive (spec §6.1). An anchor's state
+* Anchor state: ``-1`` ignore, ``0`` background, ``1`` positive (§6.1). An anchor's state
   comes from its maximum IoU over the image's GT boxes: ``< negative_overlap`` (0.4) background,
   ``>= positive_overlap`` (0.5) positive, in between ignore. No forced matching. Anchors whose
   centre ``((x1 + x2) / 2, (y1 + y2) / 2)`` has ``cx >= W`` or ``cy >= H`` of the real, un-padded
@@ -26,7 +26,7 @@ Target packing contract (the one place it is stated; losses and the generator re
   over the full IoU row. It is defined only for anchors with max IoU ``>= negative_overlap``
   (positive or ignore); for background anchors (max IoU < 0.4, zero overlap included) there is no
   matched box and columns 0..3 are 0 in both stages. The losses read those columns only for
-  positive anchors (spec §7.2, §7.3), so this is loss-equivalent to the original, which filled
+  positive anchors (§7.2, §7.3), so this is loss-equivalent to the original, which filled
   them from ``argmax`` of a row of small IoUs (GT 0 for a zero row).
 
 Speed: the assignment never forms the ``(N, M)`` IoU matrix. For the default pyramid it derives, per
@@ -61,14 +61,14 @@ __all__ = [
     "stage2_targets",
 ]
 
-DEFAULT_PYRAMID_LEVELS = (3, 4, 5, 6, 7)  # P3..P7 (spec §5.2)
+DEFAULT_PYRAMID_LEVELS = (3, 4, 5, 6, 7)  # P3..P7 (§5.2)
 _CHUNK = 8192  # anchors per block in the exact fallback assignment
 _REL_SLACK = 1e-9  # relative slack on the culling bounds (they only need to be conservative)
 _ABS_SLACK = 1e-6  # pixels of slack on the culling bounds
 
 
 # --------------------------------------------------------------------------------------------
-# Anchor generation (spec §5.3, KEEP)
+# Anchor generation (§5.3, KEEP)
 # --------------------------------------------------------------------------------------------
 
 
@@ -81,7 +81,7 @@ def generate_anchors(
 
     Each anchor has side ``base_size * scale`` (area = side**2) and ratio ``r = h / w``, so
     ``w = sqrt(area / r)`` and ``h = w * r``. The ratio is the outer loop and the scale the inner
-    one: row ``ratio_idx * len(scales) + scale_idx`` (spec §5.3).
+    one: row ``ratio_idx * len(scales) + scale_idx`` (§5.3).
 
     Args:
         base_size: anchor side at scale 1 (32 for P3 ... 512 for P7).
@@ -192,7 +192,7 @@ def anchors_for_shape(
 
 
 # --------------------------------------------------------------------------------------------
-# Box coding (spec §6.2, KEEP)
+# Box coding (§6.2, KEEP)
 # --------------------------------------------------------------------------------------------
 
 
@@ -250,7 +250,7 @@ def bbox_transform_inv(
 
 
 # --------------------------------------------------------------------------------------------
-# Assignment (spec §6.1, KEEP)
+# Assignment (§6.1, KEEP)
 # --------------------------------------------------------------------------------------------
 
 
@@ -440,7 +440,7 @@ def _assign_batch(
         state = np.zeros(a.shape[0], dtype=np.int8)
         state[hit] = np.where(best >= tcfg.positive_overlap, 1, -1)
         height, width = int(np.shape(image)[0]), int(np.shape(image)[1])
-        state[(cx >= width) | (cy >= height)] = -1  # centre outside the real image (spec §6.1)
+        state[(cx >= width) | (cy >= height)] = -1  # centre outside the real image (§6.1)
         yield state, hit, gt[first], gt_labels[first]
 
 
@@ -453,7 +453,7 @@ def anchor_targets_bbox(
     *,
     anchor_config: AnchorConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stage-1 targets (spec §6.1-6.2); packing as in the module docstring.
+    """Stage-1 targets (§6.1-6.2); packing as in the module docstring.
 
     Args:
         anchors: ``(N, 4)`` anchors of the padded batch shape (:func:`anchors_for_shape`).
@@ -495,7 +495,7 @@ def iou_targets(
     *,
     anchor_config: AnchorConfig | None = None,
 ) -> np.ndarray:
-    """Stage-2 targets (spec §6.3): absolute matched GT box + state, ``(B, N, 5)`` float32.
+    """Stage-2 targets (§6.3): absolute matched GT box + state, ``(B, N, 5)`` float32.
 
     Same assignment as :func:`anchor_targets_bbox`; the box is not encoded (the original's
     ``bbox_transform_iou`` was the identity). Arguments as in :func:`anchor_targets_bbox`.

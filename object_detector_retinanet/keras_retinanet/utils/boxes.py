@@ -1,11 +1,11 @@
 """Axis-aligned box geometry in NumPy: areas, IoU, IoMin and greedy NMS.
 
-Owns the pairwise overlap measures used by target assignment (spec §6.1, IoU without the +1 pixel
-term) and the greedy suppression used by the EM-Merger's final and fallback NMS passes (spec §10.8,
+Owns the pairwise overlap measures used by target assignment (§6.1, IoU without the +1 pixel
+term) and the greedy suppression used by the EM-Merger's final and fallback NMS passes (§10.8,
 Goldman et al., CVPR 2019, §4: the merger ends with a light NMS). Boxes are ``(x1, y1, x2, y2)`` in
 pixels throughout; a box whose ``x2 < x1`` or ``y2 < y1`` has area 0.
 
-NumPy only (style guide §6): no Keras or TensorFlow imports.
+NumPy only : no Keras or TensorFlow imports.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _as_boxes(boxes: np.ndarray, name: str) -> np.ndarray:
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
-    """Areas of boxes, ``(x2 - x1) * (y2 - y1)`` with no +1 term (spec §6.1).
+    """Areas of boxes, ``(x2 - x1) * (y2 - y1)`` with no +1 term (§6.1).
 
     Args:
         boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` in pixels.
@@ -92,7 +92,7 @@ def _pairwise(boxes: np.ndarray, query_boxes: np.ndarray, combine) -> np.ndarray
 
 
 def compute_overlap(boxes: np.ndarray, query_boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box with every query box (spec §6.1: no +1 term).
+    """Intersection over union of every box with every query box (§6.1: no +1 term).
 
     Args:
         boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)``.

@@ -1,7 +1,7 @@
-"""Per-label drawing colours (spec §2: the original's ``colors.py``).
+"""Per-label drawing colours (§2: the original's ``colors.py``).
 
 The original shipped a fixed table of 80 colours that ``predict`` never used, because it passes
-explicit colours (green ground truth, red detections, spec §11.2). This module keeps the helper for
+explicit colours (green ground truth, red detections, §11.2). This module keeps the helper for
 callers that want one colour per class: colours are spread around the hue circle by the golden
 ratio, so neighbouring labels get clearly different colours and any non-negative label has one.
 """

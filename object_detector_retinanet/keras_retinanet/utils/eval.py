@@ -1,7 +1,7 @@
-"""Evaluation of SKU-110K detections: COCO-style AP/AR and counting errors (spec §12).
+"""Evaluation of SKU-110K detections: COCO-style AP/AR and counting errors (§12).
 
-Implements the metrics of Goldman et al. (CVPR 2019), Table 2 (spec §12.1), with the protocol the
-maintainers recommend (spec §12.2):
+Implements the metrics of Goldman et al. (CVPR 2019), Table 2 (§12.1), with the protocol the
+maintainers recommend (§12.2):
 
 - **Detection** (AP@[.50:.05:.95], AP.50, AP.75, AR300, P@R=.5) with pycocotools' ``COCOeval``, set
   to ``maxDets=[300]`` *throughout*, ``areaRng=[all]``, IoU thresholds 0.50:0.05:0.95 and 101 recall
@@ -17,15 +17,15 @@ maintainers recommend (spec §12.2):
   count (their detections are false positives).
 - **Counting** (MAE, RMSE): ``c_i`` = number of GT boxes of image ``i``; ``ĉ_i`` = number of
   detections of image ``i`` with score **strictly greater than** ``count_threshold`` (default 0.5,
-  the same rule by which ``predict`` draws detections, spec §11.2). The paper does not state a rule
-  (spec §12.1); ``count_threshold=None`` counts every detection.
+  the same rule by which ``predict`` draws detections, §11.2). The paper does not state a rule
+  (§12.1); ``count_threshold=None`` counts every detection.
 
 P@R=.5 is reported at two IoU thresholds, ``P@R=.5_IoU75`` and ``P@R=.5_IoU50``: the paper's text
 does not say which IoU it used (a secondary summary says 0.75). It is the 101-point *interpolated*
 precision at the recall threshold 0.5 (max precision over recall >= 0.5), i.e.
 ``precision[iou, recall=0.50]`` of COCOeval's array; 0 when recall 0.5 is never reached.
 
-Evaluation is class-agnostic (one category), as is SKU-110K (spec §8.2): results CSVs carry no
+Evaluation is class-agnostic (one category), as is SKU-110K (§8.2): results CSVs carry no
 label. The COCO objects are built in memory (no temporary files) and pycocotools' prints are
 silenced. Matplotlib is imported lazily, only by the plotting helpers, and only through its Agg
 canvas (no pyplot, no global backend change).
@@ -46,14 +46,14 @@ import numpy as np
 
 from object_detector_retinanet.keras_retinanet.config import PredictConfig
 
-# --- Protocol constants (spec §12.2). ---
+# --- Protocol constants (§12.2). ---
 MAX_DETS = 300  # "should actually be inf, but 300 is the actual upper bound for our benchmark"
 AREA_RANGE_ALL = (0.0, 1e10)  # pycocotools' 'all' area range
 CATEGORY_ID = 1  # one class; pycocotools treats id 0 like any other, 1 keeps COCO's convention
 # ĉ_i counts detections with score > 0.5: the boxes predict draws (PredictConfig.draw_threshold).
 DEFAULT_COUNT_THRESHOLD = PredictConfig.draw_threshold
 
-# --- Results CSV written by predict (spec §11.1). ---
+# --- Results CSV written by predict (§11.1). ---
 RESULTS_HEADER = ("image_id", "x1", "y1", "x2", "y2", "confidence", "hard_score")
 SCORE_FIELDS = ("confidence", "hard_score")
 
@@ -61,46 +61,85 @@ SCORE_FIELDS = ("confidence", "hard_score")
 PR_PLOT_NAME = "precision_recall.png"
 COUNT_PLOT_NAME = "counts.png"
 
-# --- Paper results, SKU-110K test set (spec §12.3, from eg4000/SKU110K_CVPR19:Poster.pdf). ---
+# --- Paper results, SKU-110K test set (§12.3, from eg4000/SKU110K_CVPR19:Poster.pdf). ---
 # Keys: AP@[.5:.95], AP at IoU .75, AR with 300 detections, precision at recall .5 (IoU not stated
 # in the paper), MAE and RMSE of the per-image counts. None = N/A in the paper.
 FULL_APPROACH = "Full approach (Soft-IoU & EM-Merger)"
 PAPER_RESULTS: dict[str, dict[str, float | None]] = {
     "Monkey (random boxes)": {
-        "AP": 0.0, "AP75": 0.0, "AR300": 0.010, "P@R=.5": 0.0, "MAE": None, "RMSE": None,
+        "AP": 0.0,
+        "AP75": 0.0,
+        "AR300": 0.010,
+        "P@R=.5": 0.0,
+        "MAE": None,
+        "RMSE": None,
     },
     "Faster-RCNN": {
-        "AP": 0.045, "AP75": 0.010, "AR300": 0.066, "P@R=.5": 0.0, "MAE": 107.46, "RMSE": 113.42,
+        "AP": 0.045,
+        "AP75": 0.010,
+        "AR300": 0.066,
+        "P@R=.5": 0.0,
+        "MAE": 107.46,
+        "RMSE": 113.42,
     },
     "YOLO9000": {
-        "AP": 0.094, "AP75": 0.073, "AR300": 0.111, "P@R=.5": 0.0, "MAE": 84.166, "RMSE": 97.809,
+        "AP": 0.094,
+        "AP75": 0.073,
+        "AR300": 0.111,
+        "P@R=.5": 0.0,
+        "MAE": 84.166,
+        "RMSE": 97.809,
     },
     "RetinaNet": {
-        "AP": 0.455, "AP75": 0.389, "AR300": 0.530, "P@R=.5": 0.544, "MAE": 16.584,
+        "AP": 0.455,
+        "AP75": 0.389,
+        "AR300": 0.530,
+        "P@R=.5": 0.544,
+        "MAE": 16.584,
         "RMSE": 30.702,
     },
     "Base & NMS": {
-        "AP": 0.413, "AP75": 0.384, "AR300": 0.484, "P@R=.5": 0.491, "MAE": 24.962,
+        "AP": 0.413,
+        "AP75": 0.384,
+        "AR300": 0.484,
+        "P@R=.5": 0.491,
+        "MAE": 24.962,
         "RMSE": 34.382,
     },
     "Soft-IoU & NMS": {
-        "AP": 0.418, "AP75": 0.386, "AR300": 0.483, "P@R=.5": 0.492, "MAE": 25.394,
+        "AP": 0.418,
+        "AP75": 0.386,
+        "AR300": 0.483,
+        "P@R=.5": 0.492,
+        "MAE": 25.394,
         "RMSE": 34.729,
     },
-    # RMSE 283.971 is out of line with every other row: probably a typo in the poster (spec §12.3).
+    # RMSE 283.971 is out of line with every other row: probably a typo in the poster (§12.3).
     "Base & EM-Merger": {
-        "AP": 0.482, "AP75": 0.540, "AR300": 0.553, "P@R=.5": 0.802, "MAE": 23.978,
+        "AP": 0.482,
+        "AP75": 0.540,
+        "AR300": 0.553,
+        "P@R=.5": 0.802,
+        "MAE": 23.978,
         "RMSE": 283.971,
     },
     FULL_APPROACH: {
-        "AP": 0.492, "AP75": 0.556, "AR300": 0.554, "P@R=.5": 0.834, "MAE": 14.522,
+        "AP": 0.492,
+        "AP75": 0.556,
+        "AR300": 0.554,
+        "P@R=.5": 0.834,
+        "MAE": 14.522,
         "RMSE": 23.992,
     },
 }
-# The released weights re-scored with pycocotools, maxDets=300, xywh boxes (spec §12.3, from the
+# The released weights re-scored with pycocotools, maxDets=300, xywh boxes (§12.3, from the
 # ParallelDots/generic-sku-detection-benchmark README). Same protocol as this module.
 RELEASED_WEIGHTS_COCO: dict[str, float] = {
-    "AP": 0.514, "AP50": 0.853, "AP75": 0.569, "AR300": 0.571, "AR300_IoU50": 0.872,
+    "AP": 0.514,
+    "AP50": 0.853,
+    "AP75": 0.569,
+    "AR300": 0.571,
+    "AR300_IoU50": 0.872,
 }
 
 
@@ -152,7 +191,7 @@ def _image_names(gt: Mapping, dets: Mapping) -> list[str]:
 def run_coco_eval(
     gt: Mapping[str, np.ndarray], dets: Mapping[str, np.ndarray], max_dets: int = MAX_DETS
 ):
-    """Run pycocotools' ``COCOeval`` (bbox) under the protocol of spec §12.2 and accumulate it.
+    """Run pycocotools' ``COCOeval`` (bbox) under the protocol of §12.2 and accumulate it.
 
     Args:
         gt: image name → GT boxes ``(M, 4)`` ``(x1, y1, x2, y2)`` (or an annotations dict with a
@@ -178,16 +217,31 @@ def run_coco_eval(
     dt_anns: list[dict] = []
     for image_id, name in enumerate(names, start=1):
         gt_boxes = _as_array(name, "GT boxes", gt.get(name, ()), 4)
-        for (x, y, w, h) in to_coco_xywh(gt_boxes).tolist():
+        for x, y, w, h in to_coco_xywh(gt_boxes).tolist():
             # Ids start at 1: COCOeval reads a match id of 0 as "unmatched".
-            gt_anns.append({"id": len(gt_anns) + 1, "image_id": image_id,
-                            "category_id": CATEGORY_ID, "bbox": [x, y, w, h], "area": w * h,
-                            "iscrowd": 0})
+            gt_anns.append(
+                {
+                    "id": len(gt_anns) + 1,
+                    "image_id": image_id,
+                    "category_id": CATEGORY_ID,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         det = _as_array(name, "detections", dets.get(name, ()), 5)
         for (x, y, w, h), score in zip(to_coco_xywh(det).tolist(), det[:, 4].tolist()):
-            dt_anns.append({"id": len(dt_anns) + 1, "image_id": image_id,
-                            "category_id": CATEGORY_ID, "bbox": [x, y, w, h], "area": w * h,
-                            "iscrowd": 0, "score": score})
+            dt_anns.append(
+                {
+                    "id": len(dt_anns) + 1,
+                    "image_id": image_id,
+                    "category_id": CATEGORY_ID,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                    "score": score,
+                }
+            )
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_gt = COCO()
@@ -284,7 +338,7 @@ def precision_recall_curves(
 def coco_metrics(
     gt: Mapping[str, np.ndarray], dets: Mapping[str, np.ndarray], max_dets: int = MAX_DETS
 ) -> dict[str, float]:
-    """COCO-style detection metrics of spec §12.1 under the protocol of §12.2.
+    """COCO-style detection metrics of §12.1 under the protocol of §12.2.
 
     Args:
         gt: image name → GT boxes ``(M, 4)`` ``(x1, y1, x2, y2)``.
@@ -301,7 +355,7 @@ def coco_metrics(
 # Counting metrics
 # ---------------------------------------------------------------------------------------------
 def count_errors(gt_counts: Iterable[float], pred_counts: Iterable[float]) -> dict[str, float]:
-    """MAE and RMSE of per-image object counts (spec §12.1).
+    """MAE and RMSE of per-image object counts (§12.1).
 
     ``MAE = (1/N) Σ |ĉ_i − c_i|``, ``RMSE = sqrt((1/N) Σ (ĉ_i − c_i)²)``.
 
@@ -336,8 +390,11 @@ def image_counts(
     pred_counts = []
     for name in names:
         scores = _as_array(name, "detections", dets.get(name, ()), 5)[:, 4]
-        pred_counts.append(scores.size if count_threshold is None else
-                           int(np.count_nonzero(scores > count_threshold)))
+        pred_counts.append(
+            scores.size
+            if count_threshold is None
+            else int(np.count_nonzero(scores > count_threshold))
+        )
     return names, gt_counts, np.asarray(pred_counts, dtype=np.int64)
 
 
@@ -348,7 +405,7 @@ def evaluate_detections(
     max_dets: int = MAX_DETS,
     plot_dir: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """All metrics of the paper's Table 2 (spec §12.1) for one set of detections.
+    """All metrics of the paper's Table 2 (§12.1) for one set of detections.
 
     Args:
         gt: image name → GT boxes ``(M, 4)`` ``(x1, y1, x2, y2)`` (or annotations dicts). The
@@ -372,15 +429,20 @@ def evaluate_detections(
     metrics["num_images"] = len(names)
     if plot_dir is not None:
         os.makedirs(plot_dir, exist_ok=True)
-        plot_precision_recall(precision_recall_curves(coco_eval),
-                              os.path.join(plot_dir, PR_PLOT_NAME))
-        plot_counts(gt_counts, pred_counts, os.path.join(plot_dir, COUNT_PLOT_NAME),
-                    count_threshold=count_threshold)
+        plot_precision_recall(
+            precision_recall_curves(coco_eval), os.path.join(plot_dir, PR_PLOT_NAME)
+        )
+        plot_counts(
+            gt_counts,
+            pred_counts,
+            os.path.join(plot_dir, COUNT_PLOT_NAME),
+            count_threshold=count_threshold,
+        )
     return metrics
 
 
 # ---------------------------------------------------------------------------------------------
-# Results CSV (predict's output, spec §11.1)
+# Results CSV (predict's output, §11.1)
 # ---------------------------------------------------------------------------------------------
 def read_results_csv(
     path: str | os.PathLike, score_field: str = "confidence"
@@ -390,7 +452,7 @@ def read_results_csv(
     The header must name ``image_id, x1, y1, x2, y2`` and ``score_field`` (predict writes
     ``image_id,x1,y1,x2,y2,confidence,hard_score``); columns are found by name, so extra columns
     are allowed. ``image_id`` is ``<folder>/<file>`` (e.g. ``images/test_0.jpg``): the folder is
-    stripped so the key joins with the GT CSV's bare file names (spec §11.1, §12.2). Blank lines
+    stripped so the key joins with the GT CSV's bare file names (§11.1, §12.2). Blank lines
     are skipped; images keep their order of first appearance.
 
     Args:
@@ -459,8 +521,9 @@ def read_results_csv(
                     f"name {file_name!r}, so they cannot be told apart when joining with the GT"
                 )
             rows.setdefault(file_name, []).append(values)
-    return {name: np.asarray(values, dtype=np.float64).reshape(-1, 5)
-            for name, values in rows.items()}
+    return {
+        name: np.asarray(values, dtype=np.float64).reshape(-1, 5) for name, values in rows.items()
+    }
 
 
 def align_detections(
@@ -469,7 +532,7 @@ def align_detections(
     source: str = "the results",
     gt_source: str = "the ground truth",
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Join detections to the GT images by file name (spec §12.2).
+    """Join detections to the GT images by file name (§12.2).
 
     Args:
         gt_names: the GT image names (order kept).
@@ -495,8 +558,10 @@ def align_detections(
         )
     missing = [name for name in gt_names if name not in dets]
     empty = np.zeros((0, 5), dtype=np.float64)
-    aligned = {name: (np.asarray(dets[name], np.float64) if name in dets else empty.copy())
-               for name in gt_names}
+    aligned = {
+        name: (np.asarray(dets[name], np.float64) if name in dets else empty.copy())
+        for name in gt_names
+    }
     return aligned, missing
 
 
@@ -568,8 +633,11 @@ def plot_counts(
     axes.set_xlim(0.0, top)
     axes.set_ylim(0.0, top)
     axes.set_xlabel("true count (GT boxes)")
-    rule = ("all detections" if count_threshold is None
-            else f"detections with score > {count_threshold}")
+    rule = (
+        "all detections"
+        if count_threshold is None
+        else f"detections with score > {count_threshold}"
+    )
     axes.set_ylabel(f"predicted count ({rule})")
     axes.set_title(f"{title}: MAE {errors['MAE']:.2f}, RMSE {errors['RMSE']:.2f}")
     axes.grid(True, alpha=0.3)

@@ -1,4 +1,4 @@
-"""Image reading, Caffe preprocessing and resizing (spec §8.4 steps 1, 3 and 5).
+"""Image reading, Caffe preprocessing and resizing (§8.4 steps 1, 3 and 5).
 
 The original feeds the network BGR images with the Caffe ImageNet mean subtracted (no std scaling),
 resized so the shorter side is 800 px unless the longer side would then exceed 1333 px

@@ -1,18 +1,18 @@
-"""The per-image inference loop of ``predict`` (spec §9, §11; the original's ``predict_iou.py``).
+"""The per-image inference loop of ``predict`` (§9, §11; the original's ``predict_iou.py``).
 
 For every image, in the generator's CSV order, this module runs one short script (Goldman et al.,
 CVPR 2019, §3-§4: Soft-IoU scores feeding the EM-Merger):
 
-1. load the original BGR image; caffe mean subtraction; resize to 800 / max 1333 (spec §9.2);
+1. load the original BGR image; caffe mean subtraction; resize to 800 / max 1333 (§9.2);
 2. run the network (passed in as a callable, so this module never imports Keras) on a batch of one;
-3. mix the scores: ``confidence = r * hard + (1 - r) * soft`` (spec §9.4);
-4. rescale the boxes to original-image pixels (``boxes / scale``, spec §9.5);
-5. keep ``hard > score_threshold`` (spec §9.6; this also drops the ``-1`` padding);
-6. sort by confidence, descending, and keep the first ``max_detections`` (spec §9.7);
-7. EM-merge the ``(N, 7)`` rows ``[x1, y1, x2, y2, confidence, hard_score, label]`` (spec §10);
-8. append the merged rows to the results CSV, flushed per image (spec §11.1, B18);
+3. mix the scores: ``confidence = r * hard + (1 - r) * soft`` (§9.4);
+4. rescale the boxes to original-image pixels (``boxes / scale``, §9.5);
+5. keep ``hard > score_threshold`` (§9.6; this also drops the ``-1`` padding);
+6. sort by confidence, descending, and keep the first ``max_detections`` (§9.7);
+7. EM-merge the ``(N, 7)`` rows ``[x1, y1, x2, y2, confidence, hard_score, label]`` (§10);
+8. append the merged rows to the results CSV, flushed per image (§11.1, B18);
 9. optionally draw ``{i}.png``: ground truth in green when there is any (B7), then the merged
-   detections with confidence > 0.5 in red (spec §11.2).
+   detections with confidence > 0.5 in red (§11.2).
 
 Every path is an explicit argument: nothing here knows the data root (B1, B2, B3).
 """
@@ -53,10 +53,10 @@ from object_detector_retinanet.keras_retinanet.utils.visualization import (
 )
 from object_detector_retinanet.utils import create_folder, safe_timestamp
 
-RESULTS_HEADER = ("image_id", "x1", "y1", "x2", "y2", "confidence", "hard_score")  # spec §11.1
-RESULTS_PREFIX = "detections_output_iou_"  # spec §11.1: kept, followed by "{rate}_{stamp}.csv"
+RESULTS_HEADER = ("image_id", "x1", "y1", "x2", "y2", "confidence", "hard_score")  # §11.1
+RESULTS_PREFIX = "detections_output_iou_"  # §11.1: kept, followed by "{rate}_{stamp}.csv"
 
-# Column indices of the (N, 7) detection rows fed to the EM-Merger (spec §9.8).
+# Column indices of the (N, 7) detection rows fed to the EM-Merger (§9.8).
 X1, Y1, X2, Y2, CONFIDENCE, HARD_SCORE, LABEL = range(7)
 
 # run_model(batch (1, H, W, 3) float32)
@@ -65,12 +65,12 @@ RunModel = Callable[[np.ndarray], Sequence[Any]]
 
 
 # --------------------------------------------------------------------------------------------------
-# Scores and raw detections (spec §9.3-§9.8)
+# Scores and raw detections (§9.3-§9.8)
 # --------------------------------------------------------------------------------------------------
 
 
 def mix_scores(hard: np.ndarray, soft: np.ndarray, hard_score_rate: float) -> np.ndarray:
-    """The combined confidence ``r * hard + (1 - r) * soft`` (spec §9.4).
+    """The combined confidence ``r * hard + (1 - r) * soft`` (§9.4).
 
     Args:
         hard: Classification ("hard") scores, any shape.
@@ -96,7 +96,7 @@ def raw_detections(
     hard_score_rate: float = PredictConfig.hard_score_rate,
     max_detections: int = PredictConfig.max_detections,
 ) -> np.ndarray:
-    """One image's network outputs → the rows the EM-Merger takes (spec §9.3-§9.8).
+    """One image's network outputs → the rows the EM-Merger takes (§9.3-§9.8).
 
     Args:
         boxes: ``(K, 4)`` boxes ``(x1, y1, x2, y2)`` in pixels of the *resized* network input.
@@ -166,19 +166,19 @@ def detect_image(
     image_min_side: int = TrainConfig.image_min_side,
     image_max_side: int = TrainConfig.image_max_side,
 ) -> np.ndarray:
-    """Run the network on one original BGR image and return its pre-merger rows (spec §9.2-§9.8).
+    """Run the network on one original BGR image and return its pre-merger rows (§9.2-§9.8).
 
     Args:
         image: ``uint8 (H, W, 3)`` BGR image as loaded from disk.
         run_model: ``batch (1, H', W', 3) float32 -> (boxes (1, K, 4), hard (1, K), labels (1, K),
             soft (1, K, C))`` (NumPy arrays or tensors).
         hard_score_rate, score_threshold, max_detections: See :func:`raw_detections`.
-        image_min_side, image_max_side: Inference resize (spec §4.3: 800 / 1333).
+        image_min_side, image_max_side: Inference resize (§4.3: 800 / 1333).
 
     Returns:
         ``(N, 7)`` float64 rows, see :func:`raw_detections`.
     """
-    network_input = preprocess_image(image)  # caffe mean subtraction first, then resize (spec §9.2)
+    network_input = preprocess_image(image)  # caffe mean subtraction first, then resize (§9.2)
     network_input, scale = resize_image(
         network_input, min_side=image_min_side, max_side=image_max_side
     )
@@ -203,12 +203,12 @@ def detect_image(
 
 
 # --------------------------------------------------------------------------------------------------
-# Results CSV (spec §11.1, B18)
+# Results CSV (§11.1, B18)
 # --------------------------------------------------------------------------------------------------
 
 
 def image_id_for(path: str | os.PathLike) -> str:
-    """``"<parent folder>/<file name>"`` of an image path, e.g. ``images/test_0.jpg`` (spec §11.1).
+    """``"<parent folder>/<file name>"`` of an image path, e.g. ``images/test_0.jpg`` (§11.1).
 
     Always joined with ``/`` so the CSV is the same on every OS.
     """
@@ -219,7 +219,7 @@ def image_id_for(path: str | os.PathLike) -> str:
 def results_filename(
     out_dir: str | os.PathLike, hard_score_rate: float, stamp: str | None = None
 ) -> str:
-    """``out_dir/detections_output_iou_{rate}_{stamp}.csv`` (spec §11.1).
+    """``out_dir/detections_output_iou_{rate}_{stamp}.csv`` (§11.1).
 
     Args:
         out_dir: Results folder.
@@ -275,7 +275,7 @@ class ResultsWriter:
         Args:
             image_id: ``"<parent folder>/<file name>"`` (see :func:`image_id_for`).
             detections: ``(N, >= 6)`` rows ``[x1, y1, x2, y2, confidence, hard_score, ...]``;
-                boxes are written truncated to integers (spec §11.1), extra columns are ignored.
+                boxes are written truncated to integers (§11.1), extra columns are ignored.
                 ``N`` may be 0.
         """
         if self._writer is None:
@@ -313,7 +313,7 @@ class ResultsWriter:
 
 
 # --------------------------------------------------------------------------------------------------
-# Drawing (spec §11.2)
+# Drawing (§11.2)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -325,7 +325,7 @@ def draw_image(
     draw_threshold: float = PredictConfig.draw_threshold,
     captions: bool = False,
 ) -> np.ndarray:
-    """A copy of ``image`` with ground truth (if any), then merged detections drawn (spec §11.2).
+    """A copy of ``image`` with ground truth (if any), then merged detections drawn (§11.2).
 
     Boxes are 1 px wide on images under 512 px and 2 px (the original's) above
     (:func:`box_thickness`). Captions (class names on the ground truth, ``"<hard>: <confidence>"``
@@ -363,7 +363,7 @@ def draw_image(
 
 
 # --------------------------------------------------------------------------------------------------
-# The loop (spec §9, §11)
+# The loop (§9, §11)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -412,15 +412,15 @@ def predict_images(
         run_model: The inference network as a callable, see :func:`detect_image`.
         results_path: The CSV to write (see :func:`results_filename`); its folder is created.
         save_dir: When given, ``save_dir/{i}.png`` is drawn for every image loaded (``i`` = 0-based
-            CSV position, spec §11.2); the folder is created.
+            CSV position, §11.2); the folder is created.
         hard_score_rate, score_threshold, max_detections: See :func:`raw_detections`.
-        merger_config: EM-Merger settings; ``None`` = the paper's (spec §10.1).
+        merger_config: EM-Merger settings; ``None`` = the paper's (§10.1).
         merge_fn: ``merge_fn(detections, (height, width), merger_config)``, the post-processor:
             ``None`` = the EM-Merger (:func:`merge_detections`), or e.g. :func:`nms_merge`
             for the paper's NMS baselines
             (a module-level function, so process pools can pickle it).
         image_min_side, image_max_side: Inference resize.
-        draw_threshold: Drawn detections need ``confidence > draw_threshold`` (spec §11.2: 0.5).
+        draw_threshold: Drawn detections need ``confidence > draw_threshold`` (§11.2: 0.5).
         progress: Show a tqdm progress bar.
         merge_processes: How the EM-Merger overlaps the network. ``None``: no overlap, merge
             right after the network (the original's order). ``0``: merge image ``i`` in one

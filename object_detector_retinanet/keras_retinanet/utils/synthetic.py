@@ -13,13 +13,13 @@ the task hard:
   apart; bottles, cans and boxes are shaded; shelves have boards, price tags and dark cavities; the
   photo gets global lighting (gradient, vignette, colour cast), sensor noise and a slight blur.
 - **Dataset** (:func:`write_dataset`): ``images/{split}_{i}.jpg`` plus header-less 8-column
-  ``annotations/annotations_{split}.csv`` rows ``img,x1,y1,x2,y2,object,W,H`` (spec section 8.1) and
-  ``class_mappings.csv`` (``object,0``, spec section 8.2).
+  ``annotations/annotations_{split}.csv`` rows ``img,x1,y1,x2,y2,object,W,H`` (§8.1) and
+  ``class_mappings.csv`` (``object,0``, §8.2).
 
 Boxes are integer pixels ``(x1, y1, x2, y2)`` with the product covering columns ``x1 .. x2 - 1``
 and rows ``y1 .. y2 - 1``, so touching neighbours share a coordinate (``prev.x2 == next.x1``) and
 have IoU 0. Every box satisfies ``0 <= x1 < x2 < W`` and ``0 <= y1 < y2 < H`` (strictly inside, so
-the SKU-110K reader's clamping of spec section 8.1 never changes them).
+the SKU-110K reader's clamping of §8.1 never changes them).
 
 Everything is deterministic given the seed: each image is drawn from its own
 ``SeedSequence([seed, crc32(split), index])``, so growing the train split never changes the test
@@ -57,7 +57,7 @@ DEFAULT_WIDTH = 320
 DEFAULT_JPEG_QUALITY = 90
 #: Default split sizes of :func:`write_dataset`.
 DEFAULT_COUNTS = {"train": 100, "val": 10, "test": 20}
-#: The only class of SKU-110K (spec section 8.2).
+#: The only class of SKU-110K (§8.2).
 CLASS_NAME = "object"
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -654,7 +654,7 @@ def write_dataset(
     """Write a synthetic dataset in the SKU-110K layout.
 
     Files: ``out_dir/images/{split}_{i}.jpg``, ``out_dir/annotations/annotations_{split}.csv``
-    (no header, one row ``{split}_{i}.jpg,x1,y1,x2,y2,object,W,H`` per box, spec section 8.1; an
+    (no header, one row ``{split}_{i}.jpg,x1,y1,x2,y2,object,W,H`` per box, §8.1; an
     image without boxes gets the image-only row ``name,,,,,,,``) and ``out_dir/class_mappings.csv``
     (``object,0``). Existing files of the same names are overwritten.
 

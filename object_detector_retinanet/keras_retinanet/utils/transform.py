@@ -8,7 +8,7 @@ size) and replaces each box by the axis-aligned bounding box of its four transfo
 - Without ``--random-transform`` the original still flips horizontally with p = 0.5
   (:func:`default_transform_generator`; KEEP).
 - With ``--random-transform`` it draws rotation, translation, shear and scaling in the ranges
-  of spec §8.4 plus x and y flips (:func:`augmenting_transform_generator`, i.e.
+  of §8.4 plus x and y flips (:func:`augmenting_transform_generator`, i.e.
   :func:`random_transform_generator` with :data:`RANDOM_TRANSFORM_RANGES`).
 
 :func:`random_transform_generator` keeps fizyr's contract: every range defaults to "no change", so
@@ -29,7 +29,7 @@ import numpy as np
 
 from object_detector_retinanet.keras_retinanet.config import TrainConfig
 
-# spec §8.4, `--random-transform` ranges
+# §8.4, `--random-transform` ranges
 RANDOM_TRANSFORM_RANGES = {
     "min_rotation": -0.1,  # radians
     "max_rotation": 0.1,
@@ -125,7 +125,7 @@ def random_transform_generator(seed: int | None = None, **ranges) -> RandomTrans
 def augmenting_transform_generator(
     seed: int | None = None, **overrides
 ) -> RandomTransformGenerator:
-    """Matrices for ``--random-transform``: the spec §8.4 ranges, unless overridden."""
+    """Matrices for ``--random-transform``: the §8.4 ranges, unless overridden."""
     return random_transform_generator(seed=seed, **{**RANDOM_TRANSFORM_RANGES, **overrides})
 
 
@@ -161,7 +161,7 @@ def apply_transform(
     border_mode: int = cv2.BORDER_REPLICATE,
     border_value: float = 0.0,
 ) -> np.ndarray:
-    """Warp ``image`` by ``matrix`` (input -> output coordinates), keeping its size (spec §8.4).
+    """Warp ``image`` by ``matrix`` (input -> output coordinates), keeping its size (§8.4).
 
     Args:
         matrix: (3, 3) affine matrix; only the top two rows are used.
@@ -183,7 +183,7 @@ def apply_transform(
 def transform_aabb(transform: np.ndarray, aabb: np.ndarray) -> np.ndarray:
     """Axis-aligned bounding boxes of transformed boxes.
 
-    QUIRK (spec §8.4): the result is neither clipped to the image nor re-filtered.
+    QUIRK (§8.4): the result is neither clipped to the image nor re-filtered.
 
     Args:
         transform: (3, 3) matrix.

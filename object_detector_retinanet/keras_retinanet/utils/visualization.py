@@ -1,4 +1,4 @@
-"""OpenCV drawing of boxes and captions on BGR images (spec §11.2).
+"""OpenCV drawing of boxes and captions on BGR images (§11.2).
 
 Owns *how* things are drawn; callers (``utils/inference.py``) decide *what* is drawn. The style is
 the original's (inherited from fizyr/keras-retinanet):
@@ -23,13 +23,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-GT_COLOR = (0, 255, 0)  # spec §11.2: ground truth in green (BGR)
-DETECTION_COLOR = (0, 0, 255)  # spec §11.2: merged detections in red (BGR)
-BOX_THICKNESS = 2  # spec §11.2
-CAPTION_OFFSET = 10  # spec §11.2: caption baseline 10 px above the box's top edge
+GT_COLOR = (0, 255, 0)  # §11.2: ground truth in green (BGR)
+DETECTION_COLOR = (0, 0, 255)  # §11.2: merged detections in red (BGR)
+BOX_THICKNESS = 2  # §11.2
+CAPTION_OFFSET = 10  # §11.2: caption baseline 10 px above the box's top edge
 CAPTION_FONT = cv2.FONT_HERSHEY_PLAIN
 CAPTION_SCALE = 1
-DRAW_THRESHOLD = 0.5  # spec §11.2: only detections with confidence > 0.5 are drawn
+DRAW_THRESHOLD = 0.5  # §11.2: only detections with confidence > 0.5 are drawn
 THIN_BELOW = 512  # images with a shorter side below this get 1 px boxes (see box_thickness)
 
 
@@ -108,7 +108,7 @@ def draw_detections(
         boxes: ``(N, 4)`` boxes ``(x1, y1, x2, y2)`` in pixels of ``image``.
         confidence: ``(N,)`` combined scores ``r * hard + (1 - r) * soft``.
         hard: ``(N,)`` classification ("hard") scores.
-        threshold: Draw only ``confidence > threshold`` (spec §11.2: 0.5).
+        threshold: Draw only ``confidence > threshold`` (§11.2: 0.5).
         color: BGR colour of boxes (captions are always white on black).
         captions: Write ``"<hard>: <confidence>"`` above each box (the original did).
         thickness: Box line width in pixels.

@@ -13,13 +13,13 @@ and image-only rows ``img,,,,,,,`` / ``img,,,,,`` for an image without boxes (B8
 branch for them was dead code).
 
 Row rules, in the original's order (§8.1):
-1. cast coordinates (and sizes) to int, else ``line N: malformed x2 'abc'``;
+1. cast coordinates (and sizes) to int, else ``line N: malformed x2: 'abc'``;
 2. clamp to the CSV's image size: x1 >= W -> W-1, x2 >= W -> W-1, y1 > H -> H-1 (QUIRK: ``>``),
    y2 >= H -> H-1;
 3. skip rows with x1 < 0, y1 < 0, x2 <= 0 or y2 <= 0: one ``warnings.warn`` per file summarising
    them (count, first lines; images left with no row at all are dropped and counted);
 4. (generator) images that do not exist are skipped with one warning, or an error if none exists;
-5. x2 <= x1, y2 <= y1 and unknown classes raise ``ValueError``.
+5. x2 <= x1, y2 <= y1 and unknown classes raise :class:`~..errors.InputError` (a ``ValueError``).
 
 Every error names the file's base name and the line, e.g. ``annotations.csv line 17: x2 (3) must be
 higher than x1 (5)``. The reader is vectorised (pandas C parser + NumPy): the 1.2 M rows of the
@@ -41,6 +41,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from object_detector_retinanet.keras_retinanet.errors import InputError
+
 DEFAULT_CLASS_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "class_mappings.csv"
 )
@@ -54,7 +56,7 @@ def read_classes(csv_path: str | os.PathLike) -> dict[str, int]:
     """Read a ``class_name,class_id`` map (§8.2), e.g. ``object,0``; blank lines ignored.
 
     Raises:
-        ValueError: ``<file> line N: format should be 'class_name,class_id'``, ``... malformed
+        InputError: ``<file> line N: format should be 'class_name,class_id'``, ``... malformed
             class ID: 'x'``, ``... duplicate class name: 'object'``, or no class at all.
     """
     csv_path = os.fspath(csv_path)
@@ -65,17 +67,17 @@ def read_classes(csv_path: str | os.PathLike) -> dict[str, int]:
             if not row:
                 continue
             if len(row) != 2:
-                raise ValueError(f"{base} line {line}: format should be 'class_name,class_id'")
+                raise InputError(f"{base} line {line}: format should be 'class_name,class_id'")
             class_name, class_id = row
             try:
                 class_id = int(class_id)
             except ValueError:
-                raise ValueError(f"{base} line {line}: malformed class ID: {class_id!r}") from None
+                raise InputError(f"{base} line {line}: malformed class ID: {class_id!r}") from None
             if class_name in result:
-                raise ValueError(f"{base} line {line}: duplicate class name: {class_name!r}")
+                raise InputError(f"{base} line {line}: duplicate class name: {class_name!r}")
             result[class_name] = class_id
     if not result:
-        raise ValueError(f"{csv_path}: no classes")
+        raise InputError(f"{csv_path}: no classes")
     return result
 
 
@@ -176,7 +178,7 @@ def _row_error(row: list[str], ncols: int, classes: dict[str, int]) -> str | Non
         try:
             values[name] = int(raw)
         except (ValueError, TypeError, OverflowError):
-            return f"malformed {name} {raw!r}"
+            return f"malformed {name}: {raw!r}"
     x1, y1, x2, y2 = (values[name] for name in _COLUMNS[1:5])
     if ncols == 8:
         x1, y1, x2, y2 = _clamp(x1, y1, x2, y2, values["image_width"], values["image_height"])
@@ -205,7 +207,7 @@ def parse_annotations(
         in order of first appearance (KEEP); image-only rows give M = 0 (B8).
 
     Raises:
-        ValueError: the first bad row, as ``<file> line N: <problem>``.
+        InputError (a ValueError): the first bad row, as ``<file> line N: <problem>``.
     """
     csv_path = os.fspath(csv_path)
     base = os.path.basename(csv_path)
@@ -254,7 +256,7 @@ def parse_annotations(
         row = [str(column[first]) for column in fields]
         message = _row_error(row, int(ncols[first]), classes)
         assert message is not None, f"internal error: line {first + 1} flagged but not worded"
-        raise ValueError(f"{base} line {first + 1}: {message}")
+        raise InputError(f"{base} line {first + 1}: {message}")
 
     kept = image_only | checked
     result = _group_rows(

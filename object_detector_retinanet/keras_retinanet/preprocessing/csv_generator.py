@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+from object_detector_retinanet.keras_retinanet.errors import MissingInput
 from object_detector_retinanet.keras_retinanet.preprocessing.csv_annotations import (  # noqa: F401
     _MAX_LISTED,
     DEFAULT_CLASS_FILE,
@@ -66,7 +67,7 @@ class CSVGenerator(Generator):
             self.has_ground_truth = False
             self.image_names = list_images(self.base_dir)
             if not self.image_names:
-                raise FileNotFoundError(f"no image files in base_dir {self.base_dir}")
+                raise MissingInput(f"no image files in base_dir {self.base_dir}")
             self.image_data = {}
         else:
             self.has_ground_truth = True
@@ -82,7 +83,7 @@ class CSVGenerator(Generator):
         missing = [name for name, ok in zip(names, exists) if not ok]
         csv_name = os.path.basename(self.csv_data_file)
         if not present:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"none of the {len(names)} images listed in {csv_name} exists under base_dir "
                 f"{self.base_dir} (first: {names[:_MAX_LISTED]})"
             )

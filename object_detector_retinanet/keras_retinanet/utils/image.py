@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from object_detector_retinanet.keras_retinanet.config import CAFFE_BGR_MEAN, TrainConfig
+from object_detector_retinanet.keras_retinanet.errors import UnreadableImage
 
 _TRAIN = TrainConfig()
 
@@ -31,17 +32,17 @@ def read_image_bgr(path: str | os.PathLike) -> np.ndarray:
         uint8 array (H, W, 3), channels B, G, R.
 
     Raises:
-        OSError: the file is missing, not an image, truncated or otherwise undecodable (B25); the
-            message names the file.
+        UnreadableImage (an OSError): the file is missing, not an image, truncated or otherwise
+            undecodable (B25); the message names the file.
     """
     path = os.fspath(path)
     try:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
     except OSError as error:  # includes FileNotFoundError, UnidentifiedImageError, truncation
-        raise OSError(f"cannot read image {path}: {error}") from error
+        raise UnreadableImage(f"cannot read image {path}: {error}") from error
     except (ValueError, SyntaxError, Image.DecompressionBombError) as error:  # odd PIL decoders
-        raise OSError(f"cannot read image {path}: {error}") from error
+        raise UnreadableImage(f"cannot read image {path}: {error}") from error
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
@@ -49,14 +50,14 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """Width and height of an image from its header only (B5: ``(width, height)``, in that order).
 
     Raises:
-        OSError: the header cannot be read; the message names the file.
+        UnreadableImage (an OSError): the header cannot be read; the message names the file.
     """
     path = os.fspath(path)
     try:
         with Image.open(path) as image:
             width, height = image.size
     except (OSError, ValueError, SyntaxError) as error:
-        raise OSError(f"cannot read image header {path}: {error}") from error
+        raise UnreadableImage(f"cannot read image header {path}: {error}") from error
     return int(width), int(height)
 
 

@@ -2,24 +2,26 @@
 
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
 
+#: Where tests build Keras models (first part of the path below tests/): Keras' global graph state
+#: is freed after each of them. Not everywhere: ``clear_session`` runs a full garbage collection
+#: (~1.5 s once TensorFlow is loaded).
+MODEL_BUILDING_TESTS = frozenset({"bin", "layers", "models", "training", "test_losses.py"})
+TESTS_DIR = Path(__file__).resolve().parent
 
-@pytest.fixture
-def clear_keras_session():
-    """Free Keras' global graph state after a test that builds models.
 
-    Not autouse: ``clear_session`` runs a full garbage collection (~1.5 s once TensorFlow is
-    loaded), so only the model-building test folders (tests/models, tests/layers, tests/bin) and
-    tests/test_losses.py use it, through their own autouse fixtures.
-    """
+@pytest.fixture(autouse=True)
+def _clear_keras_session(request):
     yield
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session()
+    if request.node.path.relative_to(TESTS_DIR).parts[0] in MODEL_BUILDING_TESTS:
+        if "keras" in sys.modules:
+            sys.modules["keras"].backend.clear_session()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ import tensorflow as tf
 
 from object_detector_retinanet.keras_retinanet import losses
 
-pytestmark = pytest.mark.usefixtures("clear_keras_session")
-
 LN2 = math.log(2.0)
 
 

@@ -325,6 +325,20 @@ def test_main_rejects_negative_counts(tmp_path):
         synth.main(["--out", str(tmp_path), "--train", "-1"])
 
 
+def test_main_reports_an_unusable_size_range_in_one_line(tmp_path, capsys):
+    # 40x40 allows products up to half the shorter side, 20 px: a 30 px minimum cannot be drawn.
+    argv = ["--out", str(tmp_path), "--height", "40", "--width", "40", "--min-size", "30"]
+    with pytest.raises(SystemExit) as info:
+        synth.main(argv + ["--max-size", "35"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        "error: min_object_size 30.0 is too large for a 40x40 image "
+        "(at most half the shorter side, 20.0)"
+    )
+    assert "Traceback" not in err
+
+
 def test_synth_runs_as_a_script(tmp_path):
     script = os.path.join(
         REPO_ROOT, "object_detector_retinanet", "keras_retinanet", "bin", "synth.py"

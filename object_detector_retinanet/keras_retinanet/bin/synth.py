@@ -28,6 +28,7 @@ from tqdm import tqdm
 if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
+from object_detector_retinanet.keras_retinanet.errors import InputError, reports_input_errors
 from object_detector_retinanet.keras_retinanet.utils import synthetic
 from object_detector_retinanet.utils import resolve_path
 
@@ -49,39 +50,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             default=count,
             help=f"Number of {split} images (default: %(default)s).",
         )
-    parser.add_argument(
-        "--height",
-        type=int,
-        default=synthetic.DEFAULT_HEIGHT,
-        help="Image height in pixels (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--width",
-        type=int,
-        default=synthetic.DEFAULT_WIDTH,
-        help="Image width in pixels (default: %(default)s).",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="Random seed, >= 0 (default: %(default)s)."
-    )
-    parser.add_argument(
-        "--min-size",
-        type=float,
-        default=None,
-        help="Smallest product sqrt(w*h) in pixels (default: 28 at 320x320, scaled with size).",
-    )
-    parser.add_argument(
-        "--max-size",
-        type=float,
-        default=None,
-        help="Largest product sqrt(w*h) in pixels (default: 64 at 320x320, scaled with size).",
-    )
-    parser.add_argument(
-        "--jpeg-quality",
-        type=int,
-        default=synthetic.DEFAULT_JPEG_QUALITY,
-        help="JPEG quality 1-100 (default: %(default)s).",
-    )
+    scaled = "in pixels (default: %s at 320x320, scaled with size)."
+    for flag, kind, default, text in (
+        (
+            "--height",
+            int,
+            synthetic.DEFAULT_HEIGHT,
+            "Image height in pixels (default: %(default)s).",
+        ),
+        ("--width", int, synthetic.DEFAULT_WIDTH, "Image width in pixels (default: %(default)s)."),
+        ("--seed", int, 0, "Random seed, >= 0 (default: %(default)s)."),
+        ("--min-size", float, None, "Smallest product sqrt(w*h) " + scaled % 28),
+        ("--max-size", float, None, "Largest product sqrt(w*h) " + scaled % 64),
+        (
+            "--jpeg-quality",
+            int,
+            synthetic.DEFAULT_JPEG_QUALITY,
+            "JPEG quality 1-100 (default: %(default)s).",
+        ),
+    ):
+        parser.add_argument(flag, type=kind, default=default, help=text)
     args = parser.parse_args(argv)
     for name in ("train", "val", "test"):
         if getattr(args, name) < 0:
@@ -95,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@reports_input_errors
 def main(argv: list[str] | None = None) -> dict:
     """Write the dataset; returns :func:`synthetic.write_dataset`'s summary."""
     args = parse_args(argv)
@@ -112,10 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
                 jpeg_quality=args.jpeg_quality,
                 on_image=lambda split, index, n_boxes: bar.update(1),
             )
-        except ValueError as error:
-            bar.close()
-            print(f"synth: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from error
+        except ValueError as error:  # an image size or size range the generator cannot use
+            raise InputError(str(error)) from None
     print(f"Wrote synthetic SKU-110K dataset to {summary['out_dir']}")
     for split, info in summary["splits"].items():
         mean = info["boxes"] / info["images"] if info["images"] else 0.0

@@ -1,8 +1,8 @@
 """Score filtering, optional NMS and top-k of the inference graph (§5.7 step 4; B16, B17).
 
-Owns :class:`FilterDetections` (layer ``filtered_detections`` of ``retinanet_bbox``). This is the
-only module of the package that calls TensorFlow directly (``tf.image.non_max_suppression``,
-``tf.map_fn``, batched ``tf.gather``), so it requires ``KERAS_BACKEND=tensorflow``.
+Owns :class:`FilterDetections` (layer ``filtered_detections`` of ``retinanet_bbox``). It calls
+TensorFlow directly (``tf.image.non_max_suppression``, ``tf.map_fn``, batched ``tf.gather``), so it
+requires ``KERAS_BACKEND=tensorflow``.
 
 For SKU-110K the graph runs with ``nms=False``: every anchor whose hard score exceeds the threshold
 reaches ``predict``, and the EM-Merger (paper §3.2) does the de-duplication.

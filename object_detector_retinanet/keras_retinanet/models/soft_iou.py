@@ -48,9 +48,10 @@ def add_iou_head(model, num_classes, num_anchors=None, name="retinanet"):
     """Attach a fresh Soft-IoU head to a built stage-1 model, sharing all of its layers.
 
     Nothing is rebuilt or copied: the new model's outputs are the stage-1 ``regression`` and
-    ``classification`` tensors plus ``iou`` computed from the same ``P3``..``P7`` layers. Load the
-    stage-1 weights into ``model`` *before* calling this (§4.2 PORT: load by topology, then
-    attach), and the result holds every stage-1 weight with a freshly initialised IoU head.
+    ``classification`` tensors plus ``iou`` computed from the same ``P3``..``P7`` layers. Stage 2
+    (§4.2) builds the stage-1 graph, attaches the head with this function, then loads the stage-1
+    file by layer name (``models.weights.load_weights_by_name``): every stage-1 weight, and a
+    freshly initialised IoU head unless the file has IoU layers too.
 
     Returns:
         A model with outputs ``[regression, classification, iou]`` (the original's order).

@@ -487,13 +487,7 @@ def anchor_targets_bbox(
 
 
 def iou_targets(
-    anchors: np.ndarray,
-    image_group: list,
-    annotations_group: list,
-    num_classes: int,
-    target_config: TargetConfig | None = None,
-    *,
-    anchor_config: AnchorConfig | None = None,
+    anchors, image_group, annotations_group, num_classes, target_config=None, *, anchor_config=None
 ) -> np.ndarray:
     """Stage-2 targets (§6.3): absolute matched GT box + state, ``(B, N, 5)`` float32.
 
@@ -511,43 +505,21 @@ def iou_targets(
     return out
 
 
-def stage1_targets(
-    anchors: np.ndarray,
-    image_group: list,
-    annotations_group: list,
-    num_classes: int,
-    *,
-    target_config: TargetConfig | None = None,
-    anchor_config: AnchorConfig | None = None,
-) -> dict[str, np.ndarray]:
-    """Generator ``targets_fn`` for stage 1: ``{REGRESSION: (B,N,5), CLASSIFICATION: (B,N,C)}``."""
+def stage1_targets(anchors, image_group, annotations_group, num_classes, **configs):
+    """Generator ``targets_fn`` for stage 1: ``{REGRESSION: (B,N,5), CLASSIFICATION: (B,N,C)}``.
+
+    Arguments as :func:`anchor_targets_bbox` (``configs``: ``target_config``, ``anchor_config``).
+    """
     regression, labels = anchor_targets_bbox(
-        anchors,
-        image_group,
-        annotations_group,
-        num_classes,
-        target_config,
-        anchor_config=anchor_config,
+        anchors, image_group, annotations_group, num_classes, **configs
     )
     return {config.REGRESSION: regression, config.CLASSIFICATION: labels}
 
 
-def stage2_targets(
-    anchors: np.ndarray,
-    image_group: list,
-    annotations_group: list,
-    num_classes: int,
-    *,
-    target_config: TargetConfig | None = None,
-    anchor_config: AnchorConfig | None = None,
-) -> dict[str, np.ndarray]:
-    """Generator ``targets_fn`` for stage 2: ``{IOU_REGRESSION_OUTPUT: (B, N, 5)}``."""
-    boxes = iou_targets(
-        anchors,
-        image_group,
-        annotations_group,
-        num_classes,
-        target_config,
-        anchor_config=anchor_config,
-    )
+def stage2_targets(anchors, image_group, annotations_group, num_classes, **configs):
+    """Generator ``targets_fn`` for stage 2: ``{IOU_REGRESSION_OUTPUT: (B, N, 5)}``.
+
+    Arguments as :func:`iou_targets` (``configs``: ``target_config``, ``anchor_config``).
+    """
+    boxes = iou_targets(anchors, image_group, annotations_group, num_classes, **configs)
     return {config.IOU_REGRESSION_OUTPUT: boxes}

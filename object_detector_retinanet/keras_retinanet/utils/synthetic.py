@@ -176,9 +176,30 @@ def plan_layout(
     gap_prob: float = DEFAULT_GAP_PROB,
     aspect_range: tuple[float, float] = DEFAULT_ASPECT_RANGE,
 ) -> Layout:
-    """Plan shelves and products; :func:`make_layout` returns just the boxes of this plan.
+    """Plan a packed-shelf scene: shelves of touching products on a shared baseline.
 
-    Args and returns: as :func:`make_layout`, but the result is a :class:`Layout` with the shelves.
+    Shelves are horizontal bands from the top of the image down. Each shelf draws 2-5 brands whose
+    sizes cluster around a shelf size; products are placed left to right in runs of 1-6 identical
+    facings with no gap between them, and with probability ``gap_prob`` an empty slot is left
+    before a product. All products of a shelf share ``y2`` (the baseline).
+
+    Args:
+        rng: a ``numpy.random.Generator`` (or a seed for one).
+        height: image height in pixels (>= 16).
+        width: image width in pixels (>= 16).
+        min_object_size: smallest product ``sqrt(w * h)`` in pixels; default from
+            :func:`default_object_sizes` (28 px at 320x320).
+        max_object_size: largest product ``sqrt(w * h)``; default 64 px at 320x320.
+        gap_prob: probability of an empty slot before each product.
+        aspect_range: ``(low, high)`` product width / height.
+
+    Returns:
+        a :class:`Layout`: the shelves, and ``boxes``, ``(N, 4)`` int64 ``(x1, y1, x2, y2)``,
+        shelf by shelf, left to right, with ``0 <= x1 < x2 < width``, ``0 <= y1 < y2 < height``
+        and pairwise IoU 0.
+
+    Raises:
+        ValueError: on a bad image size, size range, gap probability or aspect range.
     """
     rng = _as_rng(rng)
     height, width = _check_image_size(height, width)
@@ -251,42 +272,9 @@ def plan_layout(
     return Layout(height=height, width=width, boxes=array, shelves=shelves, board_thickness=board)
 
 
-def make_layout(
-    rng: np.random.Generator | int | None,
-    height: int,
-    width: int,
-    min_object_size: float | None = None,
-    max_object_size: float | None = None,
-    gap_prob: float = DEFAULT_GAP_PROB,
-    aspect_range: tuple[float, float] = DEFAULT_ASPECT_RANGE,
-) -> np.ndarray:
-    """Boxes of a packed-shelf scene: shelves of touching products on a shared baseline.
-
-    Shelves are horizontal bands from the top of the image down. Each shelf draws 2-5 brands whose
-    sizes cluster around a shelf size; products are placed left to right in runs of 1-6 identical
-    facings with no gap between them, and with probability ``gap_prob`` an empty slot is left
-    before a product. All products of a shelf share ``y2`` (the baseline).
-
-    Args:
-        rng: a ``numpy.random.Generator`` (or a seed for one).
-        height: image height in pixels (>= 16).
-        width: image width in pixels (>= 16).
-        min_object_size: smallest product ``sqrt(w * h)`` in pixels; default from
-            :func:`default_object_sizes` (28 px at 320x320).
-        max_object_size: largest product ``sqrt(w * h)``; default 64 px at 320x320.
-        gap_prob: probability of an empty slot before each product.
-        aspect_range: ``(low, high)`` product width / height.
-
-    Returns:
-        ``(N, 4)`` int64 boxes ``(x1, y1, x2, y2)``, shelf by shelf, left to right, with
-        ``0 <= x1 < x2 < width``, ``0 <= y1 < y2 < height`` and pairwise IoU 0.
-
-    Raises:
-        ValueError: on a bad image size, size range, gap probability or aspect range.
-    """
-    return plan_layout(
-        rng, height, width, min_object_size, max_object_size, gap_prob, aspect_range
-    ).boxes
+def make_layout(rng: np.random.Generator | int | None, height: int, width: int, **options):
+    """The ``(N, 4)`` boxes of :func:`plan_layout` (same arguments), without the shelves."""
+    return plan_layout(rng, height, width, **options).boxes
 
 
 def _layout_from_boxes(height: int, width: int, boxes: np.ndarray) -> Layout:

@@ -1,4 +1,4 @@
-"""Both ways of running the CLIs: installed console scripts and the files (issue 2 §1)."""
+"""Both ways of running the CLIs: installed console scripts and the files."""
 
 import os
 import re

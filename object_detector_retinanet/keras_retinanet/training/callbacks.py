@@ -69,7 +69,6 @@ class Snapshot(keras.callbacks.Callback):
         self.freeze_bn = freeze_bn
         self.guard = guard
         self.discard = discard
-        self.last = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.diverged:
@@ -88,5 +87,4 @@ class Snapshot(keras.callbacks.Callback):
             "sku110k_bn_settled": int(batch_norm.is_frozen(self.model)),
         }
         write_snapshot_attrs(path, **attrs)
-        self.last = path
         print(f"\nEpoch {epoch + 1:02d}: saved snapshot {path}")

@@ -122,8 +122,8 @@ def create_callbacks(args, stage: Stage, run_dir_stamp, scratch=None):
             operations in the same order, but only the chief's files stay.
 
     Returns:
-        ``(callbacks, guard, snapshot)``: the callback list, the :class:`NonFiniteGuard` and the
-        snapshot callback (None with ``--no-snapshots``).
+        ``(callbacks, guard)``: the callback list and the :class:`NonFiniteGuard` that tells
+        whether the loss became NaN/inf.
     """
     import keras
 
@@ -139,11 +139,11 @@ def create_callbacks(args, stage: Stage, run_dir_stamp, scratch=None):
 
     guard = NonFiniteGuard()
     callbacks = [guard.as_callback()]
-    snapshot = None
     if args.snapshots:
         folder = run_folder(args.snapshot_path, "snapshot")
-        snapshot = Snapshot(folder, stage, args.backbone, args.freeze_bn, guard, bool(scratch))
-        callbacks.append(snapshot)
+        callbacks.append(
+            Snapshot(folder, stage, args.backbone, args.freeze_bn, guard, bool(scratch))
+        )
     if args.tensorboard_dir:
         log_dir = run_folder(args.tensorboard_dir, "logs")
         callbacks.append(
@@ -161,7 +161,7 @@ def create_callbacks(args, stage: Stage, run_dir_stamp, scratch=None):
                 verbose=1,
             )
         )
-    return callbacks, guard, snapshot
+    return callbacks, guard
 
 
 def initial_weights_path(args):
@@ -313,7 +313,7 @@ def train(stage: Stage, args, extra_callbacks=()):
         else tempfile.TemporaryDirectory(prefix="sku110k-worker-", ignore_cleanup_errors=True)
     )
     with strategy.scope(), scratch as scratch_dir:
-        callbacks, guard, _ = create_callbacks(args, stage, paths.safe_timestamp(), scratch_dir)
+        callbacks, guard = create_callbacks(args, stage, paths.safe_timestamp(), scratch_dir)
         if args.freeze_bn_after is not None:
             callbacks.append(
                 batch_norm.SettleBatchNorm(

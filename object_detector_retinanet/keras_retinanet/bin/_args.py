@@ -21,7 +21,7 @@ from object_detector_retinanet.keras_retinanet.training.driver import (
     FREEZE_BN_AFTER_NEEDS_LEARNING,
 )
 from object_detector_retinanet.keras_retinanet.training.stages import Stage
-from object_detector_retinanet.keras_retinanet.utils.runtime import setup_devices
+from object_detector_retinanet.keras_retinanet.utils.runtime import setup_devices  # for predict.py
 
 __all__ = [
     "add_backbone_arg",

@@ -4,7 +4,7 @@ For each ``--sizes HxW`` (network input height x width) the script writes synthe
 (``utils.synthetic.write_dataset``, ``--source-scale`` times the input size) and then times, each
 in a fresh process, alternating over ``--repeats`` rounds so that machine noise hits all alike:
 
-- ``train.py``: the command line's own path, ``bin._common.train`` with train.py's arguments
+- ``train.py``: the command line's own path, ``training.train`` with train.py's arguments
   (``--no-weights``, the default flip, TensorBoard logs, a snapshot at the end, the data pipeline
   and every callback), timed by an extra callback between consecutive batch ends;
 - ``train.py, untuned``: the same with the allocator tuning (glibc thresholds and TensorFlow's
@@ -100,8 +100,8 @@ def child_train_py(size, data_dir, total_steps, out_dir) -> tuple[list, list]:
     """Run train.py's path for ``total_steps`` steps; batch-end times and CPU times."""
     import keras
 
-    from object_detector_retinanet.keras_retinanet.bin import _common
     from object_detector_retinanet.keras_retinanet.bin import train as train_script
+    from object_detector_retinanet.keras_retinanet.training import STAGE1, train
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
@@ -119,8 +119,8 @@ def child_train_py(size, data_dir, total_steps, out_dir) -> tuple[list, list]:
     argv = ["--no-weights", "--epochs", "1", "--steps", str(total_steps), "--seed", "0"]
     argv += ["--verbose", "0", "--snapshot-path", out_dir, "--tensorboard-dir", out_dir]
     clock = Clock()
-    _common.train(
-        train_script.STAGE,
+    train(
+        STAGE1,
         train_script.parse_args(argv + data_flags(data_dir, size)),
         extra_callbacks=[clock],
     )
@@ -136,18 +136,23 @@ def child_minimal(size, data_dir, total_steps) -> tuple[list, list]:
     import tensorflow as tf
 
     from object_detector_retinanet.keras_retinanet import config
-    from object_detector_retinanet.keras_retinanet.bin import _common
     from object_detector_retinanet.keras_retinanet.bin import train as train_script
     from object_detector_retinanet.keras_retinanet.models.retinanet import build_retinanet
+    from object_detector_retinanet.keras_retinanet.training import (
+        STAGE1,
+        create_generators,
+        fixed_steps,
+        make_optimizer,
+    )
 
     args = train_script.parse_args(["--no-weights", "--seed", "0"] + data_flags(data_dir, size))
-    generator, _ = _common.create_generators(args, train_script.targets_fn)
-    prepared = _common.fixed_steps(generator, min(total_steps, 8), seed=0)
+    generator, _ = create_generators(args, STAGE1.targets_fn)
+    prepared = fixed_steps(generator, min(total_steps, 8), seed=0)
     batches = [prepared[i] for i in range(len(prepared))]
     keras.utils.set_random_seed(0)
     model = build_retinanet(generator.num_classes(), freeze_bn=False)
-    optimizer = _common.make_optimizer(args.lr, args.clipnorm)
-    losses = train_script.losses()
+    optimizer = make_optimizer(args.lr, args.clipnorm)
+    losses = STAGE1.losses()
 
     @tf.function
     def step(inputs, targets):

@@ -9,7 +9,13 @@ This module imports nothing heavy (no TensorFlow, no Keras).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+#: The default ``class_name,class_id`` map: ``object,0`` (§8.2).
+DEFAULT_CLASS_FILE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "bin", "class_mappings.csv"
+)
 
 # --- Layer and output names (§5.8): a stable API, used by get_layer, loss dicts, by-name
 # weight loading and the stage-2 freezing rule ("iou" in the name => trainable in stage 2). ---

@@ -58,8 +58,9 @@ def _moving_stats(model, path):
 
 @pytest.mark.slow
 def test_freeze_bn_after_settles_stores_and_resumes(tiny_dataset, tmp_path, monkeypatch):
-    from object_detector_retinanet.keras_retinanet.bin import _common, train
+    from object_detector_retinanet.keras_retinanet.bin import train
     from object_detector_retinanet.keras_retinanet.models.weights import read_snapshot_attrs
+    from object_detector_retinanet.keras_retinanet.training import STAGE1, driver
 
     monkeypatch.setenv("SKU110K_ROOT", str(tiny_dataset))
     flags = [
@@ -99,11 +100,11 @@ def test_freeze_bn_after_settles_stores_and_resumes(tiny_dataset, tmp_path, monk
     # The statistics stored after epoch 2 are the population statistics of epoch 1's network on
     # the same two training images (frozen during epoch 2, so untouched by its step).
     args = train.parse_args(["--no-weights", "--seed", "0", *flags, "csv"])
-    model, _ = train.build(args, 1)
+    model, _ = STAGE1.build(args, 1)
     stored = _moving_stats(model, second)
     model.load_weights(first)
-    generator, _ = _common.create_generators(args, train.targets_fn)
-    batch_norm.estimate_statistics(model, _common.settle_batches(generator, 2, seed=0))
+    generator, _ = driver.create_generators(args, STAGE1.targets_fn)
+    batch_norm.estimate_statistics(model, driver.settle_batches(generator, 2, seed=0))
     assert len(stored) == len(batch_norm.batch_norm_layers(model)) == 53  # ResNet50's
     for layer in batch_norm.batch_norm_layers(model):
         mean, variance = stored[layer.name]

@@ -32,7 +32,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: make the packag
 
 from object_detector_retinanet import utils as paths  # noqa: E402
 from object_detector_retinanet.keras_retinanet import config  # noqa: E402
-from object_detector_retinanet.keras_retinanet.bin import _common  # noqa: E402
+from object_detector_retinanet.keras_retinanet.bin import _args as _common  # noqa: E402
 from object_detector_retinanet.keras_retinanet.utils.runtime import tune_allocator  # noqa: E402
 
 logger = logging.getLogger(__name__)

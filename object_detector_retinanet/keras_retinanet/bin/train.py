@@ -21,48 +21,19 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
-from object_detector_retinanet.keras_retinanet import config  # noqa: E402
-from object_detector_retinanet.keras_retinanet.bin import _common  # noqa: E402
-
-
-def build(args, num_classes):
-    """The stage-1 model; ``--weights`` load into the same model."""
-    from object_detector_retinanet.keras_retinanet.models.retinanet import build_retinanet
-
-    model = build_retinanet(
-        num_classes,
-        backbone=args.backbone,
-        freeze_bn=args.freeze_bn,
-        freeze_backbone=args.freeze_backbone,
-    )
-    return model, model
-
-
-def losses():
-    from object_detector_retinanet.keras_retinanet import losses as L
-
-    return {config.REGRESSION: L.smooth_l1(), config.CLASSIFICATION: L.focal()}
-
-
-def targets_fn(*args, **kwargs):
-    from object_detector_retinanet.keras_retinanet.utils.anchors import stage1_targets
-
-    return stage1_targets(*args, **kwargs)
-
-
-STAGE = _common.Stage(
-    name="stage1", doc=__doc__, prefix="", build=build, losses=losses, targets_fn=targets_fn
-)
+from object_detector_retinanet.keras_retinanet.bin import _args  # noqa: E402
+from object_detector_retinanet.keras_retinanet.errors import reports_input_errors  # noqa: E402
+from object_detector_retinanet.keras_retinanet.training import STAGE1, train  # noqa: E402
 
 
 def parse_args(argv=None):
-    return _common.parse_train_args(STAGE, argv)
+    return _args.parse_train_args(STAGE1, argv, description=__doc__)
 
 
+@reports_input_errors
 def main(argv=None):
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the Keras History."""
-    args = parse_args(argv)
-    return _common.train(STAGE, args)
+    return train(STAGE1, parse_args(argv))
 
 
 if __name__ == "__main__":

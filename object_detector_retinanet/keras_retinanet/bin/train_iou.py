@@ -21,49 +21,19 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
-from object_detector_retinanet.keras_retinanet import config  # noqa: E402
-from object_detector_retinanet.keras_retinanet.bin import _common  # noqa: E402
-
-
-def build(args, num_classes):
-    """Stage-1 graph + a fresh IoU head; ``--weights`` load by name into it (IoU layers too, when
-    the file has them, as the original's ``by_name`` load did); then the stage-2 training model."""
-    from object_detector_retinanet.keras_retinanet.models.retinanet import build_retinanet
-    from object_detector_retinanet.keras_retinanet.models.soft_iou import (
-        add_iou_head,
-        retinanet_iou,
-    )
-
-    base = build_retinanet(num_classes, backbone=args.backbone, freeze_bn=True)
-    model = add_iou_head(base, num_classes)
-    return retinanet_iou(model), model
-
-
-def losses():
-    from object_detector_retinanet.keras_retinanet import losses as L
-
-    return {config.IOU_REGRESSION_OUTPUT: L.soft_iou()}
-
-
-def targets_fn(*args, **kwargs):
-    from object_detector_retinanet.keras_retinanet.utils.anchors import stage2_targets
-
-    return stage2_targets(*args, **kwargs)
-
-
-STAGE = _common.Stage(
-    name="stage2", doc=__doc__, prefix="iou_", build=build, losses=losses, targets_fn=targets_fn
-)
+from object_detector_retinanet.keras_retinanet.bin import _args  # noqa: E402
+from object_detector_retinanet.keras_retinanet.errors import reports_input_errors  # noqa: E402
+from object_detector_retinanet.keras_retinanet.training import STAGE2, train  # noqa: E402
 
 
 def parse_args(argv=None):
-    return _common.parse_train_args(STAGE, argv)
+    return _args.parse_train_args(STAGE2, argv, description=__doc__)
 
 
+@reports_input_errors
 def main(argv=None):
     """Parse ``argv`` (default ``sys.argv[1:]``), train the IoU head, return the Keras History."""
-    args = parse_args(argv)
-    return _common.train(STAGE, args)
+    return train(STAGE2, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ the optimizer; the epoch reached is stored as an attribute of the snapshot file.
 
 import logging
 import os
+import re
 
 import h5py
 import numpy as np
@@ -28,7 +29,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 EPOCH_ATTR = "sku110k_epoch"  # last completed (1-based) epoch, written into our snapshots
-STAGE_ATTR = "sku110k_stage"  # "retinanet" (stage 1) or "retinanet-iou" (stage 2)
+STAGE_ATTR = "sku110k_stage"  # the training stage's name: "stage1" or "stage2"
+#: The epoch in a snapshot's file name (:func:`snapshot_name`), for files without metadata.
+SNAPSHOT_RE = re.compile(r"_(\d+)\.weights\.h5$")
 
 
 def iter_layers(model):
@@ -170,6 +173,20 @@ def read_snapshot_attrs(path) -> dict:
             for k, v in f.attrs.items()
             if k.startswith("sku110k_")
         }
+
+
+def snapshot_name(prefix, backbone, epoch) -> str:
+    """``{prefix}{backbone}_csv_{epoch:02d}.weights.h5`` (the original's stem + Keras 3 suffix)."""
+    return f"{prefix}{backbone}_csv_{epoch:02d}.weights.h5"
+
+
+def initial_epoch_of(snapshot_path) -> int:
+    """The epoch a snapshot ends (from its metadata, else from its ``_NN`` file name)."""
+    attrs = read_snapshot_attrs(snapshot_path)
+    if EPOCH_ATTR in attrs:
+        return int(attrs[EPOCH_ATTR])
+    match = SNAPSHOT_RE.search(os.path.basename(snapshot_path))
+    return int(match.group(1)) if match else 0
 
 
 def has_layer_weights(path, substring) -> bool:

@@ -43,9 +43,6 @@ import pandas as pd
 
 from object_detector_retinanet.keras_retinanet.errors import InputError
 
-DEFAULT_CLASS_FILE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "class_mappings.csv"
-)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT_MESSAGE = "format should be 'img_file,x1,y1,x2,y2,class_name' or 'img_file,,,,,'"
 _COLUMNS = ("image_name", "x1", "y1", "x2", "y2", "class_name", "image_width", "image_height")

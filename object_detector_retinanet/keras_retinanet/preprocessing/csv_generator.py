@@ -11,10 +11,10 @@ import warnings
 
 import numpy as np
 
+from object_detector_retinanet.keras_retinanet.config import DEFAULT_CLASS_FILE
 from object_detector_retinanet.keras_retinanet.errors import MissingInput
 from object_detector_retinanet.keras_retinanet.preprocessing.csv_annotations import (  # noqa: F401
     _MAX_LISTED,
-    DEFAULT_CLASS_FILE,
     FORMAT_MESSAGE,
     IMAGE_EXTENSIONS,
     list_images,

@@ -27,6 +27,9 @@ how TensorFlow's GPU allocator behaves too; GPU memory is not affected. The comm
 first thing. Nothing is changed with ``SKU110K_MALLOC_TUNING=0``; the user's own ``MALLOC_*_`` or
 ``TF_CPU_ALLOCATOR_USE_BFC`` variables win over the respective setting; the ``mallopt`` part is a
 no-op on non-glibc platforms (macOS, Windows, musl).
+
+:func:`setup_devices` selects the GPUs a command line uses and lets TensorFlow grow its GPU memory
+as needed.
 """
 
 from __future__ import annotations
@@ -94,3 +97,23 @@ def tune_allocator() -> bool:
         (M_TOP_PAD, TOP_PAD),
     )
     return all(libc.mallopt(param, value) == 1 for param, value in settings)  # 1 = success
+
+
+def setup_devices(gpu=None, multi_gpu=0) -> None:
+    """Select GPUs (CUDA_VISIBLE_DEVICES) and enable memory growth (PORT).
+
+    The original always set CUDA_VISIBLE_DEVICES, to "0" without --gpu; here it is set only when
+    --gpu (or --multi-gpu without --gpu) asks, so data-parallel runs see every GPU.
+    """
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    elif multi_gpu > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(multi_gpu))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    for device in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(device, True)
+        except RuntimeError:  # already initialised (e.g. a second main() call in one process)
+            pass

@@ -102,7 +102,7 @@ def _tf_config(task_type, index, chief=False):
 
 
 def test_the_chief_is_worker_0_unless_the_cluster_names_one(monkeypatch):
-    from object_detector_retinanet.keras_retinanet.bin._common import is_chief
+    from object_detector_retinanet.keras_retinanet.training.distribute import is_chief
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert is_chief()  # a single process

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from object_detector_retinanet.keras_retinanet.bin import _common
 from object_detector_retinanet.keras_retinanet.models import backbone
+from object_detector_retinanet.keras_retinanet.training import callbacks, driver
 
 
 def test_non_finite_loss_stops_training_and_is_remembered():
-    guard = _common.NonFiniteGuard()
+    guard = callbacks.NonFiniteGuard()
     callback = guard.as_callback()
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     callback.set_model(model)
@@ -36,7 +36,7 @@ class _Groups:
 
 
 def test_fixed_steps_reshuffles_each_pass_and_resumes_the_sequence():
-    steps = _common.fixed_steps(_Groups(4), steps=6, seed=1)
+    steps = driver.fixed_steps(_Groups(4), steps=6, seed=1)
     epoch0 = [int(steps[i][0][0]) for i in range(6)]
     steps.on_epoch_end()
     epoch1 = [int(steps[i][0][0]) for i in range(6)]
@@ -44,7 +44,7 @@ def test_fixed_steps_reshuffles_each_pass_and_resumes_the_sequence():
     for p in range(3):
         assert sorted(seq[4 * p : 4 * p + 4]) == [0, 1, 2, 3]
     assert seq[0:4] != seq[4:8] or seq[4:8] != seq[8:12]  # passes are reshuffled
-    resumed = _common.fixed_steps(_Groups(4), steps=6, seed=1, initial_epoch=1)
+    resumed = driver.fixed_steps(_Groups(4), steps=6, seed=1, initial_epoch=1)
     assert [int(resumed[i][0][0]) for i in range(6)] == epoch1
     # a one-output model gets a bare array target, not a one-key dict
     assert isinstance(steps[0][1], np.ndarray)
@@ -80,6 +80,6 @@ def test_mixed_precision_keeps_float32_outputs():
 def test_fixed_steps_pickles_for_process_workers():
     import pickle
 
-    steps = _common.fixed_steps(_Groups(4), steps=3, seed=2, initial_epoch=1)
+    steps = driver.fixed_steps(_Groups(4), steps=3, seed=2, initial_epoch=1)
     clone = pickle.loads(pickle.dumps(steps))
     assert [int(clone[i][0][0]) for i in range(3)] == [int(steps[i][0][0]) for i in range(3)]

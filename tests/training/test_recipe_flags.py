@@ -4,11 +4,12 @@ import math
 
 import pytest
 
-from object_detector_retinanet.keras_retinanet.bin import _common, train
+from object_detector_retinanet.keras_retinanet.bin import train
+from object_detector_retinanet.keras_retinanet.training import driver
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
-    rate = _common.learning_rate(2e-4, "cosine", warmup_steps=100, total_steps=900)
+    rate = driver.learning_rate(2e-4, "cosine", warmup_steps=100, total_steps=900)
     assert float(rate(0)) == 0.0
     assert float(rate(50)) == pytest.approx(1e-4)  # linear warm-up: half-way to 2e-4
     assert float(rate(100)) == pytest.approx(2e-4)
@@ -19,10 +20,10 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_plateau_keeps_a_constant_rate_and_no_clip_means_none():
-    optimizer = _common.make_optimizer(1e-4, 0)
+    optimizer = driver.make_optimizer(1e-4, 0)
     assert float(optimizer.learning_rate) == pytest.approx(1e-4)
     assert optimizer.clipnorm is None
-    assert _common.make_optimizer(1e-4, 1e-3).clipnorm == pytest.approx(1e-3)
+    assert driver.make_optimizer(1e-4, 1e-3).clipnorm == pytest.approx(1e-3)
 
 
 @pytest.fixture

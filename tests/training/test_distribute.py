@@ -1,4 +1,4 @@
-"""Data-parallel training: a MirroredStrategy step equals the single-device step (issue 3 §5).
+"""Data-parallel training: a MirroredStrategy step equals the single-device step.
 
 The CPU is split into two logical devices in a fresh process (device configuration must happen
 before TensorFlow initialises), so this runs without GPUs.

@@ -1,6 +1,6 @@
 """OpenCV drawing of boxes and captions on BGR images (§11.2).
 
-Owns *how* things are drawn; callers (``utils/inference.py``) decide *what* is drawn. The style is
+Owns *how* things are drawn; callers (``inference.py``) decide *what* is drawn. The style is
 the original's (inherited from fizyr/keras-retinanet):
 
 - boxes: thickness 2, anti-aliased (``cv2.LINE_AA``); 1 px and crisp on images under 512 px

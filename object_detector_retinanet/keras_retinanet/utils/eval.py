@@ -184,6 +184,25 @@ def _image_names(gt: Mapping, dets: Mapping) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # COCO-style detection metrics
 # ---------------------------------------------------------------------------------------------
+def _coco_annotation(ann_id: int, image_id: int, xywh: list[float], score=None) -> dict:
+    """One COCO box annotation; a detection when it has a ``score``.
+
+    Ids start at 1: COCOeval reads a match id of 0 as "unmatched".
+    """
+    x, y, w, h = xywh
+    annotation = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": CATEGORY_ID,
+        "bbox": [x, y, w, h],
+        "area": w * h,
+        "iscrowd": 0,
+    }
+    if score is not None:
+        annotation["score"] = score
+    return annotation
+
+
 def run_coco_eval(
     gt: Mapping[str, np.ndarray], dets: Mapping[str, np.ndarray], max_dets: int = MAX_DETS
 ):
@@ -213,31 +232,11 @@ def run_coco_eval(
     dt_anns: list[dict] = []
     for image_id, name in enumerate(names, start=1):
         gt_boxes = _as_array(name, "GT boxes", gt.get(name, ()), 4)
-        for x, y, w, h in to_coco_xywh(gt_boxes).tolist():
-            # Ids start at 1: COCOeval reads a match id of 0 as "unmatched".
-            gt_anns.append(
-                {
-                    "id": len(gt_anns) + 1,
-                    "image_id": image_id,
-                    "category_id": CATEGORY_ID,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+        for box in to_coco_xywh(gt_boxes).tolist():
+            gt_anns.append(_coco_annotation(len(gt_anns) + 1, image_id, box))
         det = _as_array(name, "detections", dets.get(name, ()), 5)
-        for (x, y, w, h), score in zip(to_coco_xywh(det).tolist(), det[:, 4].tolist()):
-            dt_anns.append(
-                {
-                    "id": len(dt_anns) + 1,
-                    "image_id": image_id,
-                    "category_id": CATEGORY_ID,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                    "score": score,
-                }
-            )
+        for box, score in zip(to_coco_xywh(det).tolist(), det[:, 4].tolist()):
+            dt_anns.append(_coco_annotation(len(dt_anns) + 1, image_id, box, score))
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_gt = COCO()

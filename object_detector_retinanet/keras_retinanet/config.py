@@ -95,6 +95,11 @@ class PredictConfig:
     draw_threshold: float = 0.5  # draw merged detections with confidence > 0.5
 
 
+# Columns of the (N, 7) detection rows that predict feeds the merger, merges, writes and draws
+# (§9.8): [x1, y1, x2, y2, confidence, hard_score, label].
+X1, Y1, X2, Y2, CONFIDENCE, HARD_SCORE, LABEL = range(7)
+
+
 # --- EM-Merger (paper §4; the story behind each value: docs/em-merger.md) ---
 # Per-region pick rules of EmMergerConfig.selection.
 SELECTIONS = ("original", "confidence", "hard", "soft_iou", "consensus", "candidate_iou")

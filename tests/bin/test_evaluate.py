@@ -135,6 +135,23 @@ def test_runs_as_a_file_with_pythonpath(pair):
     assert "AP@[.50:.95]" in proc.stdout and "0.752" in proc.stdout
 
 
+@needs_gt_reader
+def test_malformed_results_row_exits_2_with_one_line(pair):
+    results, gt = pair
+    with open(results, "a", encoding="utf-8") as f:
+        f.write("images/test_2.jpg,0,0,abc,50,0.9,0.9\n")  # line 5: header + 3 rows before it
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, results, "--annotations", gt],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {results} line 5: malformed x2: 'abc'"
+    assert "Traceback" not in proc.stderr
+
+
 def test_missing_files_and_bad_flags_exit_with_usage(pair, tmp_path, capsys):
     results, gt = pair
     with pytest.raises(SystemExit):

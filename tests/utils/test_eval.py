@@ -1,4 +1,4 @@
-"""Tests for utils/eval.py: COCO metrics under the SKU-110K protocol (§12), counting, CSV IO.
+"""Tests for utils/eval.py: COCO metrics under the SKU-110K protocol (§12), counting, joining.
 
 Hand arithmetic uses COCOeval's rules: detections sorted by score over all images, precision made
 monotone (max over higher recall), then sampled at the 101 recall points 0.00, 0.01, ..., 1.00 by
@@ -204,61 +204,6 @@ def test_count_threshold_is_strict_and_none_counts_all():
     assert gt_counts.tolist() == [2] and pred_counts.tolist() == [3]
     _, _, pred_counts = ev.image_counts(gt, dets, count_threshold=0.4)
     assert pred_counts.tolist() == [2]
-
-
-# --- results CSV ----------------------------------------------------------------------------------
-def _write(tmp_path, text, name="results.csv"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def test_read_results_csv_strips_folder_and_picks_score(tmp_path):
-    path = _write(
-        tmp_path,
-        "image_id,x1,y1,x2,y2,confidence,hard_score\n"
-        "images/test_0.jpg,5,10,50,60,0.75,0.6\n"
-        "images/test_1.jpg,1,2,3,4,0.5,0.9\n"
-        "\n"
-        "images/test_0.jpg,7,8,9,10,0.25,0.2\n",
-    )
-    dets = ev.read_results_csv(path)
-    assert list(dets) == ["test_0.jpg", "test_1.jpg"]  # first-appearance order, folder stripped
-    np.testing.assert_array_equal(dets["test_0.jpg"], [[5, 10, 50, 60, 0.75], [7, 8, 9, 10, 0.25]])
-    hard = ev.read_results_csv(path, score_field="hard_score")
-    np.testing.assert_array_equal(hard["test_1.jpg"], [[1, 2, 3, 4, 0.9]])
-
-
-def test_read_results_csv_header_only_is_empty(tmp_path):
-    path = _write(tmp_path, "image_id,x1,y1,x2,y2,confidence,hard_score\n")
-    assert ev.read_results_csv(path) == {}
-
-
-@pytest.mark.parametrize(
-    "row, message",
-    [
-        ("images/a.jpg,1,2,3,4,0.5", "line 3: expected 7 columns"),
-        ("images/a.jpg,1,two,3,4,0.5,0.5", "line 3: column y1 is not a number: 'two'"),
-        ("images/a.jpg,1,2,3,4,nan,0.5", "line 3: column confidence is not finite"),
-        ("images/a.jpg,5,2,3,4,0.5,0.5", "line 3: box .* x2 < x1"),
-        (",1,2,3,4,0.5,0.5", "line 3: empty image_id"),
-        ("other/a.jpg,1,2,3,4,0.5,0.5", "line 3: image_id 'other/a.jpg' and 'images/a.jpg'"),
-    ],
-)
-def test_read_results_csv_malformed_row_names_file_and_line(tmp_path, row, message):
-    path = _write(
-        tmp_path,
-        "image_id,x1,y1,x2,y2,confidence,hard_score\nimages/a.jpg,1,2,3,4,0.5,0.5\n" + row + "\n",
-    )
-    with pytest.raises(ValueError, match=message) as info:
-        ev.read_results_csv(path)
-    assert str(path) in str(info.value)
-
-
-def test_read_results_csv_without_header_fails_on_line_1(tmp_path):
-    path = _write(tmp_path, "images/a.jpg,1,2,3,4,0.5,0.5\n")
-    with pytest.raises(ValueError, match="line 1: header .* lacks column"):
-        ev.read_results_csv(path)
 
 
 # --- joining with the GT --------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def test_box_thickness_thin_on_small_images():
 
 
 def test_draw_image_captions_off_by_default():
-    from object_detector_retinanet.keras_retinanet.utils.inference import draw_image
+    from object_detector_retinanet.keras_retinanet.inference import draw_image
 
     image = blank(256, 256)
     # one detection (x1, y1, x2, y2, confidence, hard_score, label) and one GT box

@@ -21,7 +21,6 @@ from object_detector_retinanet.keras_retinanet.training.driver import (
     FREEZE_BN_AFTER_NEEDS_LEARNING,
 )
 from object_detector_retinanet.keras_retinanet.training.stages import Stage
-from object_detector_retinanet.keras_retinanet.utils.runtime import setup_devices  # for predict.py
 
 __all__ = [
     "add_backbone_arg",
@@ -31,7 +30,6 @@ __all__ = [
     "add_image_size_args",
     "check_train_args",
     "parse_train_args",
-    "setup_devices",
 ]
 
 
@@ -77,7 +75,7 @@ def add_backbone_arg(parser, help="Backbone (resnet50/101/152)."):
 
 
 def add_gpu_arg(parser, help="GPU id(s) to use (sets CUDA_VISIBLE_DEVICES)."):
-    """``--gpu``, the GPU(s) :func:`setup_devices` selects."""
+    """``--gpu``, the GPU(s) ``utils.runtime.setup_devices`` selects."""
     parser.add_argument("--gpu", help=help)
 
 

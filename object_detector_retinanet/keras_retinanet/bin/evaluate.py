@@ -28,6 +28,8 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: make the package importable
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
+from object_detector_retinanet.keras_retinanet import config
+from object_detector_retinanet.keras_retinanet.errors import InputError, reports_input_errors
 from object_detector_retinanet.keras_retinanet.utils.eval import (
     COUNT_PLOT_NAME,
     DEFAULT_COUNT_THRESHOLD,
@@ -36,14 +38,14 @@ from object_detector_retinanet.keras_retinanet.utils.eval import (
     PAPER_RESULTS,
     PR_PLOT_NAME,
     RELEASED_WEIGHTS_COCO,
-    SCORE_FIELDS,
     align_detections,
     evaluate_detections,
+)
+from object_detector_retinanet.keras_retinanet.utils.results_csv import (
+    SCORE_FIELDS,
     read_results_csv,
 )
 from object_detector_retinanet.utils import annotation_path, resolve_path
-
-DEFAULT_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "class_mappings.csv")
 
 
 def _count_threshold(text: str) -> float | None:
@@ -82,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--classes",
-        default=DEFAULT_CLASSES,
+        default=config.DEFAULT_CLASS_FILE,
         help="class map CSV (class_name,class_id); default bin/class_mappings.csv",
     )
     parser.add_argument(
@@ -170,6 +172,7 @@ def _json_safe(value):
     return value
 
 
+@reports_input_errors
 def main(argv=None) -> dict:
     """Evaluate a results CSV; print the comparison table; return the metrics dict."""
     # The GT reader is imported here so `--help` works without the preprocessing package.
@@ -189,7 +192,7 @@ def main(argv=None) -> dict:
     annotations = parse_annotations(args.annotations, classes)
     gt = {name: annotation["bboxes"] for name, annotation in annotations.items()}
     if not gt:
-        raise ValueError(f"{args.annotations}: no images in the ground truth")
+        raise InputError(f"{args.annotations}: no images in the ground truth")
 
     detections = read_results_csv(args.results, score_field=args.score_field)
     detections, missing = align_detections(

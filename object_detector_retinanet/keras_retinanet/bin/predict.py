@@ -23,7 +23,6 @@ every image in ``--base_dir`` is predicted.
 """
 
 import argparse
-import logging
 import os
 import sys
 
@@ -32,10 +31,15 @@ if __name__ == "__main__" and not __package__:  # run as a file: make the packag
 
 from object_detector_retinanet import utils as paths  # noqa: E402
 from object_detector_retinanet.keras_retinanet import config  # noqa: E402
-from object_detector_retinanet.keras_retinanet.bin import _args as _common  # noqa: E402
-from object_detector_retinanet.keras_retinanet.utils.runtime import tune_allocator  # noqa: E402
-
-logger = logging.getLogger(__name__)
+from object_detector_retinanet.keras_retinanet.bin import _args  # noqa: E402
+from object_detector_retinanet.keras_retinanet.errors import reports_input_errors  # noqa: E402
+from object_detector_retinanet.keras_retinanet.utils.results_csv import (  # noqa: E402
+    results_filename,
+)
+from object_detector_retinanet.keras_retinanet.utils.runtime import (  # noqa: E402
+    setup_devices,
+    tune_allocator,
+)
 
 
 def _rate(value):
@@ -52,7 +56,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    csv = _common.add_csv_subparser(parser, "test")
+    csv = _args.add_csv_subparser(parser, "test")
     csv.add_argument(
         "--no-annotations",
         action="store_true",
@@ -74,8 +78,8 @@ def parse_args(argv=None):
         default=1,
         help="Accepted for compatibility: the inference model is always built from the weights.",
     )
-    parser.add_argument("--backbone", default="resnet50", help="Backbone (default %(default)s).")
-    parser.add_argument("--gpu", help="GPU id to use (sets CUDA_VISIBLE_DEVICES).")
+    _args.add_backbone_arg(parser, help="Backbone (default %(default)s).")
+    _args.add_gpu_arg(parser, help="GPU id to use (sets CUDA_VISIBLE_DEVICES).")
     parser.add_argument(
         "--score-threshold",
         type=float,
@@ -125,8 +129,7 @@ def parse_args(argv=None):
         "paper's code: 0.5*confidence + 0.5*hard) or e.g. 'soft_iou' (the Soft-IoU score; better "
         "when objectness is a poor guide to box quality). See scripts/bench_merger.py.",
     )
-    parser.add_argument("--image-min-side", type=int, default=config.TrainConfig.image_min_side)
-    parser.add_argument("--image-max-side", type=int, default=config.TrainConfig.image_max_side)
+    _args.add_image_size_args(parser)
     args = parser.parse_args(argv)
     return check_args(parser, args)
 
@@ -167,103 +170,43 @@ def check_args(parser, args):
     return args
 
 
-def load_inference_model(model_path, backbone, num_classes, score_threshold):
-    """Build ResNet-FPN + heads (+ Soft-IoU head), load ``model_path`` by name, wrap for inference.
-
-    Returns:
-        ``(inference_model, has_soft_iou)``.
-    """
-    from object_detector_retinanet.keras_retinanet.models.retinanet import (
-        build_retinanet,
-        retinanet_bbox,
-    )
-    from object_detector_retinanet.keras_retinanet.models.soft_iou import add_iou_head
-    from object_detector_retinanet.keras_retinanet.models.weights import (
-        has_layer_weights,
-        load_weights_by_name,
-    )
-
-    base = build_retinanet(num_classes, backbone=backbone, freeze_bn=True)
-    has_soft_iou = has_layer_weights(model_path, config.IOU_SUBSTRING)
-    model = add_iou_head(base, num_classes) if has_soft_iou else base
-    load_weights_by_name(model, model_path, skip_mismatch=False)
-    if not has_soft_iou:
-        logger.warning(
-            "%s has no Soft-IoU head (a stage-1 model?): using the hard score as the soft score.",
-            model_path,
-        )
-    return retinanet_bbox(model, nms=False, score_threshold=score_threshold), has_soft_iou
-
-
-def make_runner(inference_model, has_soft_iou):
-    """A traced (never eager) function image batch -> (boxes, hard, labels, soft) NumPy arrays."""
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        return inference_model(batch, training=False)
-
-    def run(batch):
-        outputs = [o.numpy() for o in forward(tf.constant(batch))]
-        boxes, hard, labels = outputs[:3]
-        soft = outputs[3] if has_soft_iou else hard[..., None]
-        return boxes, hard, labels, soft
-
-    return run
-
-
+@reports_input_errors
 def main(argv=None):
     """Run the prediction; returns the path of the results CSV."""
     args = parse_args(argv)
     tune_allocator()  # before TensorFlow allocates: keep freed buffers for the next image
     print(f"hard_score_rate={args.hard_score_rate}")
-    _common.setup_devices(args.gpu)
+    setup_devices(args.gpu)
 
-    from object_detector_retinanet.keras_retinanet.postprocess import EmMergerConfig, nms_merge
-    from object_detector_retinanet.keras_retinanet.preprocessing.csv_generator import CSVGenerator
-    from object_detector_retinanet.keras_retinanet.utils.inference import (
-        predict_images,
-        results_filename,
-    )
+    from object_detector_retinanet.keras_retinanet.inference import Predictor, open_images
 
-    generator = CSVGenerator(
-        args.annotations,
-        csv_class_file=args.classes,
-        base_dir=args.base_dir,
-        shuffle_groups=False,
-        group_method="none",  # CSV order, no header reads
-    )
+    generator = open_images(args.annotations, args.classes, args.base_dir)
     if generator.num_classes() != 1:  # B24
         raise SystemExit(
             f"{args.classes}: {generator.num_classes()} classes; predict supports single-class "
             "(SKU-110K) models only."
         )
     print("Loading model, this may take a second...")
-    model, has_soft_iou = load_inference_model(
-        args.model, args.backbone, generator.num_classes(), args.score_threshold
-    )
-    if args.merger == "em":
-        from object_detector_retinanet.keras_retinanet.postprocess.mog import warm_up
-
-        warm_up()  # pay numba's one-off start-up (~0.1 s) now, not inside the first merge
-    paths.create_folder(args.results_dir)
-    results_path = results_filename(args.results_dir, args.hard_score_rate, paths.safe_timestamp())
-    predict_images(
-        generator,
-        make_runner(model, has_soft_iou),
-        results_path,
-        save_dir=paths.create_folder(args.save_path) if args.draw else None,
+    predictor = Predictor.from_weights(
+        args.model,
+        backbone=args.backbone,
+        num_classes=generator.num_classes(),
+        merger=args.merger,
+        selection=args.selection,
         hard_score_rate=args.hard_score_rate,
         score_threshold=args.score_threshold,
         max_detections=args.max_detections,
-        merger_config=EmMergerConfig(selection=args.selection, hard_score_rate=args.hard_score_rate)
-        if args.merger == "em"
-        else None,
-        merge_fn=None if args.merger == "em" else nms_merge,
-        merge_processes=0,  # merge image i in a thread while the network runs on image i + 1
-        captions=args.captions,
         image_min_side=args.image_min_side,
         image_max_side=args.image_max_side,
+        captions=args.captions,
+    )
+    paths.create_folder(args.results_dir)
+    results_path = results_filename(args.results_dir, args.hard_score_rate, paths.safe_timestamp())
+    predictor.predict_generator(
+        generator,
+        results_path,
+        save_dir=paths.create_folder(args.save_path) if args.draw else None,
+        overlap=True,  # merge image i in a thread while the network runs on image i + 1
     )
     print(f"Saved {results_path}")
     return results_path

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from object_detector_retinanet.keras_retinanet.config import EmMergerConfig
+from object_detector_retinanet.keras_retinanet.config import CONFIDENCE, HARD_SCORE, EmMergerConfig
 from object_detector_retinanet.keras_retinanet.postprocess.arrays import (
     ragged_arange,
     segment_starts,
 )
-
-CONFIDENCE, HARD_SCORE = 4, 5  # columns of the merger's input rows
 
 
 def soft_scores(rows: np.ndarray, config: EmMergerConfig) -> np.ndarray:

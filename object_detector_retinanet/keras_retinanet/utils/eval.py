@@ -30,13 +30,13 @@ label. The COCO objects are built in memory (no temporary files) and pycocotools
 silenced. Matplotlib is imported lazily, only by the plotting helpers, and only through its Agg
 canvas (no pyplot, no global backend change).
 
-No Keras or TensorFlow here: this module does metric maths on arrays and CSVs, not inference.
+The results CSV itself is read by :mod:`.results_csv`; :func:`align_detections` joins what it
+read to the GT images. No Keras or TensorFlow here: this module does metric maths on arrays.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import math
 import os
@@ -52,10 +52,6 @@ AREA_RANGE_ALL = (0.0, 1e10)  # pycocotools' 'all' area range
 CATEGORY_ID = 1  # one class; pycocotools treats id 0 like any other, 1 keeps COCO's convention
 # ĉ_i counts detections with score > 0.5: the boxes predict draws (PredictConfig.draw_threshold).
 DEFAULT_COUNT_THRESHOLD = PredictConfig.draw_threshold
-
-# --- Results CSV written by predict (§11.1). ---
-RESULTS_HEADER = ("image_id", "x1", "y1", "x2", "y2", "confidence", "hard_score")
-SCORE_FIELDS = ("confidence", "hard_score")
 
 # --- Plot file names written by evaluate_detections(plot_dir=...). ---
 PR_PLOT_NAME = "precision_recall.png"
@@ -188,6 +184,25 @@ def _image_names(gt: Mapping, dets: Mapping) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # COCO-style detection metrics
 # ---------------------------------------------------------------------------------------------
+def _coco_annotation(ann_id: int, image_id: int, xywh: list[float], score=None) -> dict:
+    """One COCO box annotation; a detection when it has a ``score``.
+
+    Ids start at 1: COCOeval reads a match id of 0 as "unmatched".
+    """
+    x, y, w, h = xywh
+    annotation = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": CATEGORY_ID,
+        "bbox": [x, y, w, h],
+        "area": w * h,
+        "iscrowd": 0,
+    }
+    if score is not None:
+        annotation["score"] = score
+    return annotation
+
+
 def run_coco_eval(
     gt: Mapping[str, np.ndarray], dets: Mapping[str, np.ndarray], max_dets: int = MAX_DETS
 ):
@@ -217,31 +232,11 @@ def run_coco_eval(
     dt_anns: list[dict] = []
     for image_id, name in enumerate(names, start=1):
         gt_boxes = _as_array(name, "GT boxes", gt.get(name, ()), 4)
-        for x, y, w, h in to_coco_xywh(gt_boxes).tolist():
-            # Ids start at 1: COCOeval reads a match id of 0 as "unmatched".
-            gt_anns.append(
-                {
-                    "id": len(gt_anns) + 1,
-                    "image_id": image_id,
-                    "category_id": CATEGORY_ID,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+        for box in to_coco_xywh(gt_boxes).tolist():
+            gt_anns.append(_coco_annotation(len(gt_anns) + 1, image_id, box))
         det = _as_array(name, "detections", dets.get(name, ()), 5)
-        for (x, y, w, h), score in zip(to_coco_xywh(det).tolist(), det[:, 4].tolist()):
-            dt_anns.append(
-                {
-                    "id": len(dt_anns) + 1,
-                    "image_id": image_id,
-                    "category_id": CATEGORY_ID,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                    "score": score,
-                }
-            )
+        for box, score in zip(to_coco_xywh(det).tolist(), det[:, 4].tolist()):
+            dt_anns.append(_coco_annotation(len(dt_anns) + 1, image_id, box, score))
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_gt = COCO()
@@ -267,20 +262,21 @@ def run_coco_eval(
     return coco_eval
 
 
-def _iou_index(coco_eval, iou: float) -> int:
-    thresholds = np.asarray(coco_eval.params.iouThrs)
-    matches = np.flatnonzero(np.isclose(thresholds, iou))
+def _index_of(value: float, grid, what: str) -> int:
+    """Position of ``value`` in one of COCOeval's grids (``iouThrs``, ``recThrs``)."""
+    grid = np.asarray(grid)
+    matches = np.flatnonzero(np.isclose(grid, value))
     if matches.size != 1:
-        raise ValueError(f"IoU threshold {iou} is not one of {thresholds.tolist()}")
+        raise ValueError(f"{what} {value} is not one of the {grid.size} points {grid.tolist()}")
     return int(matches[0])
+
+
+def _iou_index(coco_eval, iou: float) -> int:
+    return _index_of(iou, coco_eval.params.iouThrs, "IoU threshold")
 
 
 def _recall_index(coco_eval, recall: float) -> int:
-    points = np.asarray(coco_eval.params.recThrs)
-    matches = np.flatnonzero(np.isclose(points, recall))
-    if matches.size != 1:
-        raise ValueError(f"recall {recall} is not one of the {points.size} recall points")
-    return int(matches[0])
+    return _index_of(recall, coco_eval.params.recThrs, "recall")
 
 
 def _mean_or_nan(values: np.ndarray) -> float:
@@ -442,90 +438,8 @@ def evaluate_detections(
 
 
 # ---------------------------------------------------------------------------------------------
-# Results CSV (predict's output, §11.1)
+# Joining predict's results with the GT (§12.2)
 # ---------------------------------------------------------------------------------------------
-def read_results_csv(
-    path: str | os.PathLike, score_field: str = "confidence"
-) -> dict[str, np.ndarray]:
-    """Read predict's results CSV into image file name → detections ``(N, 5)``.
-
-    The header must name ``image_id, x1, y1, x2, y2`` and ``score_field`` (predict writes
-    ``image_id,x1,y1,x2,y2,confidence,hard_score``); columns are found by name, so extra columns
-    are allowed. ``image_id`` is ``<folder>/<file>`` (e.g. ``images/test_0.jpg``): the folder is
-    stripped so the key joins with the GT CSV's bare file names (§11.1, §12.2). Blank lines
-    are skipped; images keep their order of first appearance.
-
-    Args:
-        path: the CSV file.
-        score_field: which column becomes the score (column 4): ``confidence`` or ``hard_score``.
-
-    Returns:
-        File name → float64 ``(N, 5)`` ``(x1, y1, x2, y2, score)``.
-
-    Raises:
-        ValueError: naming the file and line, for a missing header column, a wrong column count, a
-            non-numeric or non-finite value, an empty image id, x2 < x1 or y2 < y1, or one file
-            name reached from two different folders.
-    """
-    path = os.fspath(path)
-    rows: dict[str, list[list[float]]] = {}
-    image_ids: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}: empty file; expected the header {','.join(RESULTS_HEADER)}")
-        header = [column.strip() for column in header]
-        required = ("image_id", "x1", "y1", "x2", "y2", score_field)
-        missing = [column for column in required if column not in header]
-        if missing:
-            raise ValueError(
-                f"{path} line {reader.line_num}: header {','.join(header)!r} lacks column(s) "
-                f"{', '.join(missing)}; expected {','.join(RESULTS_HEADER)}"
-            )
-        columns = [header.index(column) for column in required]
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(
-                    f"{path} line {line}: expected {len(header)} columns ({','.join(header)}), "
-                    f"found {len(row)}"
-                )
-            image_id = row[columns[0]].strip()
-            if not image_id:
-                raise ValueError(f"{path} line {line}: empty image_id")
-            values = []
-            for name, index in zip(required[1:], columns[1:]):
-                try:
-                    value = float(row[index])
-                except ValueError:
-                    raise ValueError(
-                        f"{path} line {line}: column {name} is not a number: {row[index]!r}"
-                    ) from None
-                if not math.isfinite(value):
-                    raise ValueError(f"{path} line {line}: column {name} is not finite: {value}")
-                values.append(value)
-            x1, y1, x2, y2, _ = values
-            if x2 < x1 or y2 < y1:
-                raise ValueError(
-                    f"{path} line {line}: box ({x1}, {y1}, {x2}, {y2}) has x2 < x1 or y2 < y1"
-                )
-            # Strip the folder: 'images/test_0.jpg' → 'test_0.jpg' (also a Windows '\').
-            file_name = image_id.replace("\\", "/").rsplit("/", 1)[-1]
-            previous = image_ids.setdefault(file_name, image_id)
-            if previous != image_id:
-                raise ValueError(
-                    f"{path} line {line}: image_id {image_id!r} and {previous!r} share the file "
-                    f"name {file_name!r}, so they cannot be told apart when joining with the GT"
-                )
-            rows.setdefault(file_name, []).append(values)
-    return {
-        name: np.asarray(values, dtype=np.float64).reshape(-1, 5) for name, values in rows.items()
-    }
-
-
 def align_detections(
     gt_names: Iterable[str],
     dets: Mapping[str, np.ndarray],

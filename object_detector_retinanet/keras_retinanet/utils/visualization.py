@@ -1,6 +1,6 @@
 """OpenCV drawing of boxes and captions on BGR images (§11.2).
 
-Owns *how* things are drawn; callers (``utils/inference.py``) decide *what* is drawn. The style is
+Owns *how* things are drawn; callers (``inference.py``) decide *what* is drawn. The style is
 the original's (inherited from fizyr/keras-retinanet):
 
 - boxes: thickness 2, anti-aliased (``cv2.LINE_AA``); 1 px and crisp on images under 512 px
@@ -23,13 +23,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from object_detector_retinanet.keras_retinanet.config import PredictConfig
+
 GT_COLOR = (0, 255, 0)  # §11.2: ground truth in green (BGR)
 DETECTION_COLOR = (0, 0, 255)  # §11.2: merged detections in red (BGR)
 BOX_THICKNESS = 2  # §11.2
 CAPTION_OFFSET = 10  # §11.2: caption baseline 10 px above the box's top edge
 CAPTION_FONT = cv2.FONT_HERSHEY_PLAIN
 CAPTION_SCALE = 1
-DRAW_THRESHOLD = 0.5  # §11.2: only detections with confidence > 0.5 are drawn
+DRAW_THRESHOLD = PredictConfig.draw_threshold  # §11.2: only confidence > 0.5 is drawn
 THIN_BELOW = 512  # images with a shorter side below this get 1 px boxes (see box_thickness)
 
 

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 
 import cv2
 import numpy as np
 import pytest
 
-from object_detector_retinanet.keras_retinanet.utils import inference
-from object_detector_retinanet.keras_retinanet.utils.inference import (
-    RESULTS_HEADER,
-    ResultsWriter,
-    image_id_for,
+from object_detector_retinanet.keras_retinanet import inference
+from object_detector_retinanet.keras_retinanet.inference import (
     mix_scores,
     predict_images,
     raw_detections,
-    results_filename,
 )
+from object_detector_retinanet.keras_retinanet.utils.results_csv import RESULTS_HEADER
 
 GREEN = (0, 255, 0)  # BGR, ground truth
 RED = (0, 0, 255)  # BGR, detections
@@ -27,7 +23,7 @@ BACKGROUND = 128  # grey fake images: neither pure green nor pure red anywhere
 
 
 def identity_merge(detections, image_shape, config=None):
-    """Stand-in for merge_detections that keeps every row (module level: picklable by name)."""
+    """Stand-in for merge_detections that keeps every row."""
     assert len(image_shape) == 2
     return np.asarray(detections)
 
@@ -139,50 +135,6 @@ def test_b24_multi_class_soft_scores_rejected():
 def test_raw_detections_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="hard must have shape"):
         raw_detections(np.zeros((2, 4)), np.ones(3), np.ones(2), np.zeros(2), 1.0)
-
-
-# --------------------------------------------------------------------------------------------------
-# Results CSV
-# --------------------------------------------------------------------------------------------------
-
-
-def test_image_id_is_parent_folder_and_file_name():
-    path = os.path.join("data", "SKU110K", "images", "test_0.jpg")
-    assert image_id_for(path) == "images/test_0.jpg"
-
-
-def test_results_writer_header_truncation_and_incremental_flush(tmp_path):
-    path = tmp_path / "sub" / "results.csv"
-    with ResultsWriter(path) as writer:
-        assert read_rows(path) == [list(RESULTS_HEADER)]  # header on disk at once
-        writer.write_image("images/a.jpg", np.array([[10.9, 20.2, 30.999, 40.0, 0.75, 0.5, 0.0]]))
-        # B18: the rows are on disk before the writer is closed
-        assert read_rows(path)[1] == ["images/a.jpg", "10", "20", "30", "40", "0.75", "0.5"]
-        writer.write_image("images/b.jpg", np.zeros((0, 7)))  # an image without detections
-        writer.write_image("images/c.jpg", np.array([[1.5, 2.5, 3.5, 4.5, 0.25, 0.125]]))
-        assert len(read_rows(path)) == 3
-        assert writer.rows_written == 2 and writer.images_written == 3
-    assert read_rows(path) == [
-        ["image_id", "x1", "y1", "x2", "y2", "confidence", "hard_score"],
-        ["images/a.jpg", "10", "20", "30", "40", "0.75", "0.5"],
-        ["images/c.jpg", "1", "2", "3", "4", "0.25", "0.125"],
-    ]
-
-
-def test_results_writer_rejects_bad_rows(tmp_path):
-    with ResultsWriter(tmp_path / "r.csv") as writer:
-        with pytest.raises(ValueError, match="images/x.jpg"):
-            writer.write_image("images/x.jpg", np.zeros((2, 4)))
-
-
-def test_b18_results_filename_is_filesystem_safe(tmp_path):
-    name = results_filename(tmp_path, 0.5)
-    base = os.path.basename(name)
-    assert os.path.dirname(name) == str(tmp_path)
-    assert re.fullmatch(r"detections_output_iou_0\.5_[0-9A-Za-z_.-]+\.csv", base), base
-    # the original's stamp was str(datetime.utcnow()): spaces and colons; they are replaced
-    unsafe = results_filename(tmp_path, 1, stamp="2019-05-02 17:10:30.123456")
-    assert os.path.basename(unsafe) == "detections_output_iou_1.0_2019-05-02_17_10_30.123456.csv"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,13 +374,6 @@ def test_b18_crash_keeps_rows_of_finished_images(tmp_path, monkeypatch):
     assert [row[0] for row in read_rows(results)[1:]] == ["images/test_0.jpg"] * 2
 
 
-def test_predict_images_rejects_negative_merge_processes(tmp_path):
-    with pytest.raises(ValueError, match="merge_processes"):
-        predict_images(
-            FakeGenerator(tmp_path, []), FakeNetwork([]), tmp_path / "o.csv", merge_processes=-1
-        )
-
-
 # --------------------------------------------------------------------------------------------------
 # With the real EM-Merger
 # --------------------------------------------------------------------------------------------------
@@ -483,28 +428,23 @@ def test_real_merger_one_detection_per_separated_object(tmp_path):
     assert len(left) == 1  # one box per object, not two on the same one
 
 
-@pytest.mark.parametrize("merge_processes", [0, 2], ids=["thread", "processes"])
-def test_merge_processes_pool_matches_serial(tmp_path, merge_processes):
+def test_overlapped_merge_matches_serial(tmp_path):
     centres = [[(40 + 30 * seed, 50), (140, 60)] for seed in range(3)]
     outputs = [_cluster_outputs(seed, centres[seed], per_cluster=5) for seed in range(3)]
-    shapes = [(100, 200)] * 3
-    serial = predict_images(
-        FakeGenerator(tmp_path, shapes),
-        FakeNetwork(outputs),
-        tmp_path / "serial.csv",
-        save_dir=tmp_path / "serial_png",
-        image_min_side=100,
-        progress=False,
-    )
-    pooled = predict_images(
-        FakeGenerator(tmp_path, shapes),
-        FakeNetwork(outputs),
-        tmp_path / "pooled.csv",
-        save_dir=tmp_path / "pooled_png",
-        image_min_side=100,
-        progress=False,
-        merge_processes=merge_processes,
-    )
+
+    def run(name, overlap):
+        return predict_images(
+            FakeGenerator(tmp_path, [(100, 200)] * 3),
+            FakeNetwork(outputs),
+            tmp_path / f"{name}.csv",
+            save_dir=tmp_path / f"{name}_png",
+            image_min_side=100,
+            progress=False,
+            overlap=overlap,
+        )
+
+    serial = run("serial", overlap=False)
+    pooled = run("pooled", overlap=True)
     assert read_rows(pooled) == read_rows(serial)
     assert len(read_rows(serial)) > 3  # some rows for every image, not a trivially empty file
     for i in range(3):
@@ -519,3 +459,13 @@ def test_degenerate_boxes_are_dropped_before_the_merger():
     rows = raw_detections(boxes, hard, hard, np.zeros(4), scale=1.0)
     # [5,5,5,9] has zero width and [8,2,3,9] is inverted: only rows 0 and 3 remain
     np.testing.assert_array_equal(rows[:, :4], [[0, 0, 10, 10], [0, 0, 4, 1]])
+
+
+def test_predictor_predict_image_is_one_image_of_the_loop(monkeypatch):
+    monkeypatch.setattr(inference, "merge_detections", identity_merge)
+    predictor = inference.Predictor(FakeNetwork(NET_OUTPUTS[:1]), image_min_side=80)
+    rows = predictor.predict_image(np.full((40, 60, 3), BACKGROUND, dtype=np.uint8))
+    # the rows test_predict_images_writes_exact_rows_in_order writes for image 0, before truncation
+    np.testing.assert_allclose(
+        rows[:, :6], [[10, 20, 30.5, 40.5, 0.75, 0.875], [50, 5, 59, 15, 0.375, 0.5]]
+    )

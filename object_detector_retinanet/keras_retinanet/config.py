@@ -103,6 +103,8 @@ X1, Y1, X2, Y2, CONFIDENCE, HARD_SCORE, LABEL = range(7)
 # --- EM-Merger (paper §4; the story behind each value: docs/em-merger.md) ---
 # Per-region pick rules of EmMergerConfig.selection.
 SELECTIONS = ("original", "confidence", "hard", "soft_iou", "consensus", "candidate_iou")
+# The rules that read the Soft-IoU score (recovered from the confidence mix: they need r < 1).
+SOFT_SELECTIONS = ("soft_iou", "consensus", "candidate_iou")
 
 
 @dataclass(frozen=True)

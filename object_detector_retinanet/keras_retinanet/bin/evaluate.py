@@ -48,7 +48,7 @@ from object_detector_retinanet.keras_retinanet.utils.results_csv import (
 from object_detector_retinanet.utils import annotation_path, resolve_path
 
 
-def _count_threshold(text: str) -> float | None:
+def count_threshold_arg(text: str) -> float | None:
     if text.strip().lower() in ("all", "none"):
         return None
     try:
@@ -57,7 +57,7 @@ def _count_threshold(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"expected a number or 'all', got {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int_arg(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -67,15 +67,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "results",
-        help="results CSV written by predict (image_id,x1,y1,x2,y2,confidence,hard_score)",
-    )
+def add_ground_truth_args(parser: argparse.ArgumentParser) -> None:
+    """``--annotations`` and ``--classes``; see :func:`check_ground_truth_args`."""
     parser.add_argument(
         "--annotations",
         default=None,
@@ -87,43 +80,63 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=config.DEFAULT_CLASS_FILE,
         help="class map CSV (class_name,class_id); default bin/class_mappings.csv",
     )
-    parser.add_argument(
-        "--score-field",
-        choices=SCORE_FIELDS,
-        default="confidence",
-        help="results column used as the detection score (default confidence)",
-    )
+
+
+def add_metric_args(parser: argparse.ArgumentParser) -> None:
+    """``--count-threshold`` and ``--max-dets`` of :func:`~..utils.eval.evaluate_detections`."""
     parser.add_argument(
         "--count-threshold",
-        type=_count_threshold,
+        type=count_threshold_arg,
         default=DEFAULT_COUNT_THRESHOLD,
         help="count detections with score > this for MAE/RMSE (default 0.5; "
         "'all' counts every detection)",
     )
     parser.add_argument(
         "--max-dets",
-        type=_positive_int,
+        type=positive_int_arg,
         default=MAX_DETS,
         help="COCOeval maxDets, the only slot (default 300, §12.2)",
     )
+
+
+def check_ground_truth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Default ``--annotations`` to the test split under the data root; both must be files."""
+    if args.annotations is None:
+        args.annotations = os.path.join(annotation_path(), "annotations_test.csv")
+    args.annotations = resolve_path(args.annotations)
+    args.classes = resolve_path(args.classes)
+    for flag, path in (("--annotations", args.annotations), ("--classes", args.classes)):
+        if not os.path.isfile(path):
+            parser.error(f"{flag}: no such file: {path}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "results",
+        help="results CSV written by predict (image_id,x1,y1,x2,y2,confidence,hard_score)",
+    )
+    add_ground_truth_args(parser)
+    parser.add_argument(
+        "--score-field",
+        choices=SCORE_FIELDS,
+        default="confidence",
+        help="results column used as the detection score (default confidence)",
+    )
+    add_metric_args(parser)
     parser.add_argument("--plots", default=None, help="folder for the PR and count plots (PNG)")
     parser.add_argument("--json", default=None, help="write the metrics and settings to this JSON")
     args = parser.parse_args(argv)
 
-    if args.annotations is None:
-        args.annotations = os.path.join(annotation_path(), "annotations_test.csv")
     args.results = resolve_path(args.results)
-    args.annotations = resolve_path(args.annotations)
-    args.classes = resolve_path(args.classes)
+    if not os.path.isfile(args.results):
+        parser.error(f"results: no such file: {args.results}")
+    check_ground_truth_args(parser, args)
     args.plots = resolve_path(args.plots)
     args.json = resolve_path(args.json)
-    for flag, path in (
-        ("results", args.results),
-        ("--annotations", args.annotations),
-        ("--classes", args.classes),
-    ):
-        if not os.path.isfile(path):
-            parser.error(f"{flag}: no such file: {path}")
     return args
 
 
@@ -172,39 +185,54 @@ def _json_safe(value):
     return value
 
 
-@reports_input_errors
-def main(argv=None) -> dict:
-    """Evaluate a results CSV; print the comparison table; return the metrics dict."""
+def read_ground_truth(annotations: str, classes: str) -> dict:
+    """GT image name → boxes ``(M, 4)`` from the annotations CSV (class-agnostic, §12.2).
+
+    Raises:
+        InputError: an unreadable CSV, or one without images.
+    """
     # The GT reader is imported here so `--help` works without the preprocessing package.
     from object_detector_retinanet.keras_retinanet.preprocessing.csv_annotations import (
         parse_annotations,
         read_classes,
     )
 
-    args = parse_args(argv)
-    classes = read_classes(args.classes)
-    if len(classes) > 1:
+    class_map = read_classes(classes)
+    if len(class_map) > 1:
         print(
-            f"Note: {len(classes)} classes in {args.classes}; evaluation is class-agnostic "
+            f"Note: {len(class_map)} classes in {classes}; evaluation is class-agnostic "
             "(results CSVs carry no label)",
             file=sys.stderr,
         )
-    annotations = parse_annotations(args.annotations, classes)
-    gt = {name: annotation["bboxes"] for name, annotation in annotations.items()}
+    gt = {
+        name: entry["bboxes"] for name, entry in parse_annotations(annotations, class_map).items()
+    }
     if not gt:
-        raise InputError(f"{args.annotations}: no images in the ground truth")
+        raise InputError(f"{annotations}: no images in the ground truth")
+    return gt
 
+
+def warn_images_without_detections(missing: list[str], num_gt: int, what: str) -> None:
+    """Warn (stderr) that ``missing`` GT images have no ``what`` and count as having none."""
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        print(
+            f"Warning: {len(missing)} of {num_gt} GT images have no {what} "
+            f"and count as images with zero detections ({shown})",
+            file=sys.stderr,
+        )
+
+
+@reports_input_errors
+def main(argv=None) -> dict:
+    """Evaluate a results CSV; print the comparison table; return the metrics dict."""
+    args = parse_args(argv)
+    gt = read_ground_truth(args.annotations, args.classes)
     detections = read_results_csv(args.results, score_field=args.score_field)
     detections, missing = align_detections(
         gt, detections, source=args.results, gt_source=args.annotations
     )
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        print(
-            f"Warning: {len(missing)} of {len(gt)} GT images have no rows in {args.results} "
-            f"and count as images with zero detections ({shown})",
-            file=sys.stderr,
-        )
+    warn_images_without_detections(missing, len(gt), f"rows in {args.results}")
 
     metrics = evaluate_detections(
         gt,

@@ -15,6 +15,7 @@ SCRIPTS = {
     "sku110k-predict": "predict.py",
     "sku110k-evaluate": "evaluate.py",
     "sku110k-synth": "synth.py",
+    "sku110k-convert": "convert_model.py",
 }
 
 

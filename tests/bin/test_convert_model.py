@@ -149,8 +149,8 @@ def test_resnet50_weights_convert_end_to_end(tmp_path):
 
     keras.utils.set_random_seed(0)
     model = add_iou_head(build_retinanet(num_classes=1), num_classes=1)
-    kernel = model.get_layer("pyramid_classification").kernel
-    kernel.assign(np.random.default_rng(0).normal(0, 0.05, kernel.shape).astype("float32"))
+    kernel = model.get_layer("classification_submodel").get_layer("pyramid_classification").kernel
+    kernel.assign(np.random.default_rng(0).normal(0, 2e-4, kernel.shape).astype("float32"))
     weights = tmp_path / "iou_resnet50_csv_01.weights.h5"
     model.save_weights(weights)
     out, saved = convert_model.main(

@@ -44,28 +44,17 @@ import time
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # run as a file without PYTHONPATH=.
-    sys.path.insert(0, REPO_ROOT)
+SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(SCRIPTS_DIR)
+for _path in (REPO_ROOT, SCRIPTS_DIR):  # run as a file without PYTHONPATH=.
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from bench_train import load_line, parse_size  # noqa: E402
 
 from object_detector_retinanet.keras_retinanet.inference import Predictor  # noqa: E402
 
 PHASES = ("read", "prepare", "network", "merge", "write")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"800x1333"`` -> (800, 1333): network input height x width."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 800x1333, got {text!r}") from None
-    if min(height, width) < 64:
-        raise argparse.ArgumentTypeError(f"size sides must be at least 64, got {text!r}")
-    return height, width
-
-
-def load_line() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 @dataclasses.dataclass

@@ -66,12 +66,7 @@ def parse_args(argv=None):
     )
     _args.add_backbone_arg(parser, help="Backbone (default %(default)s).")
     _args.add_gpu_arg(parser, help="GPU id to use (sets CUDA_VISIBLE_DEVICES).")
-    parser.add_argument(
-        "--score-threshold",
-        type=float,
-        default=config.PredictConfig.score_threshold,
-        help="Keep anchors with hard score above this (default %(default)s).",
-    )
+    _args.add_score_threshold_arg(parser)
     parser.add_argument(
         "--max-detections",
         type=int,

@@ -36,6 +36,7 @@ setup(
             f"sku110k-evaluate={BIN}.evaluate:main",
             f"sku110k-synth={BIN}.synth:main",
             f"sku110k-ablation={BIN}.ablation:main",
+            f"sku110k-convert={BIN}.convert_model:main",
         ]
     },
 )

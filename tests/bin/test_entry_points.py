@@ -16,6 +16,7 @@ SCRIPTS = {
     "sku110k-evaluate": "evaluate.py",
     "sku110k-synth": "synth.py",
     "sku110k-ablation": "ablation.py",
+    "sku110k-convert": "convert_model.py",
 }
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "add_csv_subparser",
     "add_gpu_arg",
     "add_image_size_args",
+    "add_score_threshold_arg",
     "check_train_args",
     "parse_train_args",
 ]
@@ -77,6 +78,17 @@ def add_backbone_arg(parser, help="Backbone (resnet50/101/152)."):
 def add_gpu_arg(parser, help="GPU id(s) to use (sets CUDA_VISIBLE_DEVICES)."):
     """``--gpu``, the GPU(s) ``utils.runtime.setup_devices`` selects."""
     parser.add_argument("--gpu", help=help)
+
+
+def add_score_threshold_arg(parser):
+    """``--score-threshold``: anchors with a hard score above it reach the merger (B17)."""
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=config.PredictConfig.score_threshold,
+        help="Keep anchors with hard score above this (default %(default)s; "
+        "now applied in the graph, B17).",
+    )
 
 
 def add_image_size_args(parser):

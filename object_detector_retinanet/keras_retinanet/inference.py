@@ -656,8 +656,8 @@ class Predictor:
                 finished images are skipped, new rows appended.
             raw_dir: Save every image's raw detections there
                 (:func:`~.utils.raw_detections.save_raw`): the rows the merger gets.
-            batch_size: Images the network takes at once (equal input shapes only); the rows are
-                those of a batch of one.
+            batch_size: Images the network takes at once (equal input shapes only); its outputs
+                agree with a batch of one's to float rounding (kernels depend on the batch size).
             name_by_image: Name the drawings after the images (``shelf_1.png`` for
                 ``shelf_1.jpg``) instead of ``{i}.png``.
 

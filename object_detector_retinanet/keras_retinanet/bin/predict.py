@@ -199,7 +199,8 @@ def parse_args(argv=None):
         type=int,
         default=1,
         help="Images the network takes at once (default %(default)s); only images of equal "
-        "network-input size share a batch. Results are those of batch size 1.",
+        "network-input size share a batch. The network's outputs then agree with batch size 1 "
+        "to float rounding (its kernels depend on the batch size), not bit for bit.",
     )
     parser.add_argument(
         "--name-by-image",

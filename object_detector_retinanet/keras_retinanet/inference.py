@@ -358,18 +358,15 @@ def detect_image(
     Returns:
         ``(N, 7)`` float64 rows, see :func:`raw_detections`.
     """
-    batch, scale = network_input(image, image_min_side, image_max_side)
-    [(boxes, hard, labels, soft)] = run_network(run_model, [batch])
-    return raw_detections(
-        boxes,
-        hard,
-        soft,
-        labels,
-        scale,
-        score_threshold=score_threshold,
+    predictor = Predictor(
+        run_model,
         hard_score_rate=hard_score_rate,
+        score_threshold=score_threshold,
         max_detections=max_detections,
+        image_min_side=image_min_side,
+        image_max_side=image_max_side,
     )
+    return predictor.detect(image)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,18 +605,9 @@ class Predictor:
         """The merged ``(M, 7)`` rows of one ``uint8 (H, W, 3)`` BGR image, in its pixels."""
         return self.merge(self.detect(image), _height_width(image))
 
-    def predict_generator(
-        self,
-        generator: Any,
-        results_path: str | os.PathLike,
-        save_dir: str | os.PathLike | None = None,
-        progress: bool = True,
-        overlap: bool = False,
-    ) -> str:
-        """:meth:`run` over every image of ``generator``; returns ``results_path`` as a string."""
-        return self.run(
-            generator, results_path, save_dir=save_dir, progress=progress, overlap=overlap
-        ).results_path
+    def predict_generator(self, generator: Any, results_path: str | os.PathLike, *args, **kwargs):
+        """:meth:`run` (same arguments); returns ``results_path`` as a string."""
+        return self.run(generator, results_path, *args, **kwargs).results_path
 
     def run(
         self,

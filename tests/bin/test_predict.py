@@ -151,6 +151,12 @@ def _predict(tmp_path, images, *flags, name="out", draw=False):
     return predict.main([*argv, "csv", "--images", str(images), str(weights)])
 
 
+def _resume(tmp_path, shelves, results):
+    """predict --resume RESULTS csv --images SHELVES."""
+    argv = [*SIDE, "--no-draw", "--resume", str(results), "csv", "--images", str(shelves)]
+    return predict.main([*argv, str(tmp_path / "w.weights.h5")])
+
+
 def _rows(path):
     with open(path, newline="") as handle:
         return list(csv.reader(handle))
@@ -184,18 +190,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     (cut,) = (tmp_path / "cut").glob("*.csv")
     assert len(_done(cut)) == stop_after
     fake_model.settings.clear()
-    assert predict.main(
-        [
-            *SIDE,
-            "--no-draw",
-            "--resume",
-            str(cut),
-            "csv",
-            "--images",
-            str(shelves),
-            str(tmp_path / "w.weights.h5"),
-        ]
-    ) == str(cut)
+    assert _resume(tmp_path, shelves, cut) == str(cut)
     assert _rows(cut) == _rows(whole)  # each image once, in order, the same rows
     assert _done(cut) == _done(whole)
     assert fake_model[-1].images == 8 - stop_after  # finished images are not predicted again
@@ -210,18 +205,7 @@ def test_resume_redoes_an_image_cut_short_and_drops_a_half_line(tmp_path, shelve
     text = "".join(",".join(row) + "\r\n" for row in rows[: image_2[0] + 2]) + "shelves/shelf_2.p"
     cut.write_text(text, newline="")
     (tmp_path / "cut.csv.done").write_text("\n".join(done[:2]) + "\nshelves/sh", newline="")
-    predict.main(
-        [
-            *SIDE,
-            "--no-draw",
-            "--resume",
-            str(cut),
-            "csv",
-            "--images",
-            str(shelves),
-            str(tmp_path / "w.weights.h5"),
-        ]
-    )
+    _resume(tmp_path, shelves, cut)
     assert _rows(cut) == rows
     assert _done(cut) == done
     assert fake_model[-1].images == 6
@@ -235,18 +219,7 @@ def test_resume_without_the_done_file_redoes_the_last_image_of_the_csv(
     rows = _rows(whole)
     kept = [row for row in rows if row[0] <= "shelves/shelf_1.png"]  # header sorts first
     cut.write_text("".join(",".join(row) + "\r\n" for row in kept), newline="")
-    predict.main(
-        [
-            *SIDE,
-            "--no-draw",
-            "--resume",
-            str(cut),
-            "csv",
-            "--images",
-            str(shelves),
-            str(tmp_path / "w.weights.h5"),
-        ]
-    )
+    _resume(tmp_path, shelves, cut)
     assert _rows(cut) == rows
     assert fake_model[-1].images == 7  # shelf_1 again, as its rows may have been cut short
 
@@ -256,16 +229,7 @@ def test_resume_needs_a_results_csv(tmp_path, shelves, fake_model, capsys):
     other.write_text("a,b\n")
     (tmp_path / "w.weights.h5").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_info:
-        predict.main(
-            [
-                "--resume",
-                str(other),
-                "csv",
-                "--images",
-                str(shelves),
-                str(tmp_path / "w.weights.h5"),
-            ]
-        )
+        _resume(tmp_path, shelves, other)
     assert exit_info.value.code == INPUT_ERROR_STATUS
     assert "not a results CSV" in capsys.readouterr().err
 

@@ -350,7 +350,7 @@ def test_b3_drawings_go_to_save_dir_and_nothing_else_is_written(tmp_path, monkey
         progress=False,
     )
     assert sorted(os.listdir(tmp_path / "pngs")) == ["0.png", "1.png"]
-    assert os.listdir(tmp_path / "res") == ["out.csv"]
+    assert sorted(os.listdir(tmp_path / "res")) == ["out.csv", "out.csv.done"]
     assert not os.path.exists(tmp_path / "root")
 
 
@@ -469,3 +469,94 @@ def test_predictor_predict_image_is_one_image_of_the_loop(monkeypatch):
     np.testing.assert_allclose(
         rows[:, :6], [[10, 20, 30.5, 40.5, 0.75, 0.875], [50, 5, 59, 15, 0.375, 0.5]]
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Raw detections, batches, shards
+# --------------------------------------------------------------------------------------------------
+
+
+def test_select_detections_keeps_the_soft_scores_of_the_kept_rows():
+    boxes, hard, soft, labels = _outputs()
+    raw = inference.select_detections(
+        boxes, hard, soft, labels, scale=2.0, score_threshold=0.1, image_name="a.jpg"
+    )
+    np.testing.assert_array_equal(raw.hard, [0.5, 0.9, 0.3])  # confidence order 0.7, 0.5, 0.4
+    np.testing.assert_array_equal(raw.soft, [0.9, 0.1, 0.5])
+    assert raw.image_name == "a.jpg" and raw.labels.dtype == np.int64
+    np.testing.assert_array_equal(
+        raw.rows(0.5), raw_detections(boxes, hard, soft, labels, 2.0, score_threshold=0.1)
+    )
+
+
+def test_without_a_soft_score_confidence_is_the_hard_score():
+    boxes, hard, _, labels = _outputs()
+    raw = inference.select_detections(boxes, hard, None, labels, scale=1.0, hard_score_rate=0.3)
+    assert not raw.has_soft
+    rows = inference.merger_rows(raw, 0.3)
+    np.testing.assert_array_equal(rows[:, 4], [0.9, 0.5, 0.3])
+    np.testing.assert_array_equal(rows[:, 4], rows[:, 5])
+
+
+def test_detect_raw_batches_equal_input_shapes_only():
+    outputs = [NET_OUTPUTS[0], NET_OUTPUTS[0], NET_OUTPUTS[1]]
+
+    class BatchNetwork(FakeNetwork):
+        def __call__(self, batch):
+            self.calls.append(batch.shape)
+            answers = [self.outputs[len(self.seen) + i] for i in range(len(batch))]
+            self.seen.extend(answers)
+            width = max(len(a[1]) for a in answers)
+
+            def pad(values, fill, shape=()):
+                return np.stack(
+                    [np.concatenate([v, np.full((width - len(v), *shape), fill)]) for v in values]
+                )
+
+            return (
+                pad([np.asarray(a[0], np.float32) for a in answers], -1, (4,)),
+                pad([np.asarray(a[1], np.float32) for a in answers], -1),
+                pad([np.asarray(a[2], np.int32) for a in answers], -1),
+                pad([np.asarray(a[3], np.float32) for a in answers], -1)[..., None],
+            )
+
+    images = [np.full(shape, BACKGROUND, np.uint8) for shape in [(40, 60, 3), (50, 40, 3)]]
+    network = BatchNetwork(outputs)
+    network.seen = []
+    predictor = inference.Predictor(network, image_min_side=80)
+    raws = predictor.detect_raw([images[0], images[0], images[1]], ["a", "b", "c"], batch_size=2)
+    assert network.calls == [(2, 80, 120, 3), (1, 100, 80, 3)]
+    single = inference.Predictor(FakeNetwork(outputs), image_min_side=80)
+    for raw, image, name in zip(raws, [images[0], images[0], images[1]], "abc"):
+        assert raw.image_name == name and raw.image_shape == image.shape[:2]
+        np.testing.assert_array_equal(predictor.rows(raw), single.detect(image))
+
+
+def test_shards_are_contiguous_disjoint_and_cover_the_list():
+    for count in (0, 1, 5, 10, 11):
+        for shards in (1, 2, 3, 7):
+            parts = [inference.shard_indices(count, i, shards) for i in range(1, shards + 1)]
+            assert [i for part in parts for i in part] == list(range(count))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ValueError, match="shard"):
+        inference.shard_indices(10, 0, 3)
+
+
+def test_run_reports_skipped_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "merge_detections", identity_merge)
+    generator = FakeGenerator(tmp_path, [(40, 60), (40, 60), (50, 40)], broken={1})
+    predictor = inference.Predictor(FakeNetwork(NET_OUTPUTS), image_min_side=80)
+    with pytest.warns(RuntimeWarning):
+        report = predictor.run(generator, tmp_path / "out.csv", progress=False)
+    assert (report.images, report.resumed, report.predicted) == (3, 0, 2)
+    assert [name for name, _ in report.skipped] == ["test_1.jpg"]
+    assert "truncated" in report.skipped[0][1]
+    generator.broken = set()  # the file was fixed: --resume predicts it, and only it
+    network = FakeNetwork([NET_OUTPUTS[1]])
+    report = inference.Predictor(network, image_min_side=80).run(
+        generator, tmp_path / "out.csv", progress=False, resume=True
+    )
+    assert (report.images, report.resumed, report.predicted) == (3, 2, 1)
+    assert len(network.calls) == 1
+    ids = [row[0] for row in read_rows(tmp_path / "out.csv")[1:]]
+    assert ids == ["images/test_0.jpg"] * 2 + ["images/test_2.jpg", "images/test_1.jpg"]

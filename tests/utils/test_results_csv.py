@@ -7,13 +7,15 @@ import re
 import numpy as np
 import pytest
 
-from object_detector_retinanet.keras_retinanet.errors import InputError
+from object_detector_retinanet.keras_retinanet.errors import InputError, MissingInput
 from object_detector_retinanet.keras_retinanet.utils.results_csv import (
     RESULTS_HEADER,
     ResultsWriter,
+    done_path,
     image_id_for,
     read_results_csv,
     results_filename,
+    resume_results,
 )
 
 
@@ -44,6 +46,72 @@ def test_results_writer_header_truncation_and_incremental_flush(tmp_path):
         ["images/a.jpg", "10", "20", "30", "40", "0.75", "0.5"],
         ["images/c.jpg", "1", "2", "3", "4", "0.25", "0.125"],
     ]
+
+
+ROW = np.array([[1.0, 2.0, 3.0, 4.0, 0.5, 0.25, 0.0]])
+
+
+def _three_images(path):
+    with ResultsWriter(path) as writer:
+        writer.write_image("images/a.jpg", np.repeat(ROW, 2, axis=0))
+        writer.write_image("images/empty.jpg", np.zeros((0, 7)))
+        writer.write_image("images/b.jpg", ROW)
+
+
+def test_results_writer_lists_finished_images_in_the_done_file(tmp_path):
+    path = tmp_path / "r.csv"
+    _three_images(path)
+    assert done_path(path) == f"{path}.done"
+    with open(done_path(path)) as handle:
+        assert handle.read() == "images/a.jpg\nimages/empty.jpg\nimages/b.jpg\n"
+
+
+def test_resume_keeps_finished_images_and_drops_a_half_written_one(tmp_path):
+    path = tmp_path / "r.csv"
+    _three_images(path)
+    complete = path.read_bytes()
+    with open(path, "ab") as handle:  # image c: one row and half of another, not yet done
+        handle.write(b"images/c.jpg,1,2,3,4,0.5,0.25\r\nimages/c.jpg,1,2")
+    with open(done_path(path), "a") as handle:
+        handle.write("images/c")  # a half-written line of the done file
+    assert resume_results(path) == ["images/a.jpg", "images/empty.jpg", "images/b.jpg"]
+    assert path.read_bytes() == complete
+    with ResultsWriter(path, append=True) as writer:
+        writer.write_image("images/c.jpg", ROW)
+    rows = read_rows(path)
+    assert rows[0] == list(RESULTS_HEADER) and len(rows) == 5  # one header, then 2 + 1 + 1 rows
+    assert rows[-1][0] == "images/c.jpg"
+    with open(done_path(path)) as handle:
+        assert handle.read().splitlines()[-1] == "images/c.jpg"
+
+
+def test_resume_drops_rows_of_an_image_not_marked_done(tmp_path):
+    path = tmp_path / "r.csv"
+    _three_images(path)
+    done = done_path(path)
+    with open(done) as handle:
+        lines = handle.readlines()
+    with open(done, "w") as handle:  # crashed after b's rows, before its line in the done file
+        handle.writelines(lines[:2])
+    assert resume_results(path) == ["images/a.jpg", "images/empty.jpg"]
+    assert [row[0] for row in read_rows(path)[1:]] == ["images/a.jpg"] * 2
+
+
+def test_resume_without_a_done_file_redoes_the_last_image(tmp_path):
+    path = tmp_path / "r.csv"
+    _three_images(path)
+    os.remove(done_path(path))
+    assert resume_results(path) == ["images/a.jpg"]
+    assert [row[0] for row in read_rows(path)[1:]] == ["images/a.jpg"] * 2
+    assert os.path.isfile(done_path(path))
+
+
+def test_resume_rejects_other_files(tmp_path):
+    with pytest.raises(MissingInput, match="no such results file"):
+        resume_results(tmp_path / "gone.csv")
+    other = _write(tmp_path, "a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a results CSV"):
+        resume_results(other)
 
 
 def test_results_writer_rejects_bad_rows(tmp_path):

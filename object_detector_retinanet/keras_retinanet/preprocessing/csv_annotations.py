@@ -294,6 +294,27 @@ def _group_rows(names, is_box, x1, y1, x2, y2, labels) -> dict[str, dict[str, np
     }
 
 
+def read_image_list(csv_path: str | os.PathLike) -> list[str] | None:
+    """The image names of a list with one name a line (a one-column CSV), in order, duplicates
+    dropped; ``None`` when a line has more fields (an annotation CSV: :func:`parse_annotations`).
+
+    Raises:
+        InputError: ``<file>: not UTF-8 text``, or no name at all.
+    """
+    csv_path = os.fspath(csv_path)
+    base = os.path.basename(csv_path)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as file:
+            rows = [row for row in csv.reader(file) if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError:
+        raise InputError(f"{base}: not UTF-8 text; expected image names or annotations") from None
+    if any(len(row) != 1 for row in rows):
+        return None
+    if not rows:
+        raise InputError(f"{base}: no image name in the file")
+    return list(dict.fromkeys(row[0].strip() for row in rows))
+
+
 def list_images(base_dir: str) -> list[str]:
     """Image files directly in ``base_dir`` (by extension, case-insensitive), sorted by name."""
     return sorted(

@@ -32,6 +32,8 @@ class CSVGenerator(Generator):
     Args:
         csv_data_file: annotation CSV; None lists the images found directly in ``base_dir``
             (sorted, no ground truth, ``has_ground_truth == False``).
+        image_names: instead of a CSV, these images under ``base_dir``, in this order, without
+            ground truth (missing ones are skipped as a CSV's are).
         csv_class_file: ``class_name,class_id`` map (default: ``bin/class_mappings.csv``).
         base_dir: image folder; None -> the CSV's folder. Relative paths are resolved once
             against the working directory (B4).
@@ -50,9 +52,12 @@ class CSVGenerator(Generator):
         csv_class_file: str | os.PathLike = DEFAULT_CLASS_FILE,
         base_dir: str | os.PathLike | None = None,
         targets_fn=None,
+        image_names=None,
         **generator_kwargs,
     ) -> None:
         self.csv_data_file = resolve_path(csv_data_file)
+        if image_names is not None and self.csv_data_file is not None:
+            raise ValueError("CSVGenerator takes csv_data_file or image_names, not both")
         if base_dir is None:
             if self.csv_data_file is None:
                 raise ValueError("CSVGenerator needs csv_data_file or base_dir")
@@ -63,7 +68,11 @@ class CSVGenerator(Generator):
         self.name_to_label = dict(self.classes)
         self.label_to_name = {label: name for name, label in self.classes.items()}
 
-        if self.csv_data_file is None:
+        if image_names is not None:
+            self.has_ground_truth = False
+            self.image_data = {}
+            self.image_names = self._existing_images([os.fspath(n) for n in image_names])
+        elif self.csv_data_file is None:
             self.has_ground_truth = False
             self.image_names = list_images(self.base_dir)
             if not self.image_names:
@@ -81,8 +90,10 @@ class CSVGenerator(Generator):
         exists = [os.path.isfile(os.path.join(self.base_dir, name)) for name in names]
         present = [name for name, ok in zip(names, exists) if ok]
         missing = [name for name, ok in zip(names, exists) if not ok]
-        csv_name = os.path.basename(self.csv_data_file)
+        csv_name = os.path.basename(self.csv_data_file) if self.csv_data_file else "the image list"
         if not present:
+            if not names:
+                raise MissingInput(f"{csv_name}: no image listed")
             raise MissingInput(
                 f"none of the {len(names)} images listed in {csv_name} exists under base_dir "
                 f"{self.base_dir} (first: {names[:_MAX_LISTED]})"

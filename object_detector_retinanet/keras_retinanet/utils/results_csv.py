@@ -6,6 +6,11 @@ pixels truncated to integers, the two scores are floats. ``predict`` writes the 
 (:class:`ResultsWriter`); ``evaluate`` reads it back (:func:`read_results_csv`), keyed by the bare
 file name so that it joins the ground-truth CSV.
 
+Beside the CSV, ``<results>.csv.done`` lists the ``image_id`` of every finished image, one a line,
+appended after the image's rows are on disk; it also names the images without any detection, which
+have no row. ``predict --resume`` reads both (:func:`resume_results`): finished images are skipped
+and the rows of an image cut short by a crash are removed, so the image is predicted again.
+
 The reader's errors are :class:`~..errors.InputError`\\ s worded ``<file> line N: <problem>``.
 NumPy and the standard library only.
 """
@@ -13,6 +18,7 @@ NumPy and the standard library only.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -20,7 +26,7 @@ import re
 import numpy as np
 
 from object_detector_retinanet.keras_retinanet.config import CONFIDENCE, HARD_SCORE
-from object_detector_retinanet.keras_retinanet.errors import InputError
+from object_detector_retinanet.keras_retinanet.errors import InputError, MissingInput
 from object_detector_retinanet.utils import safe_timestamp
 
 RESULTS_HEADER = ("image_id", "x1", "y1", "x2", "y2", "confidence", "hard_score")  # §11.1
@@ -60,16 +66,28 @@ def results_filename(
     return os.path.join(os.fspath(out_dir), f"{RESULTS_PREFIX}{float(hard_score_rate)}_{stamp}.csv")
 
 
+def done_path(results_path: str | os.PathLike) -> str:
+    """The sidecar of a results CSV: ``<results_path>.done``, one finished ``image_id`` a line."""
+    return os.fspath(results_path) + ".done"
+
+
 class ResultsWriter:
     """Writes the results CSV incrementally: header at open, each image's rows flushed (B18).
 
     The original collected every row and wrote the file at the very end, so a crash on image 2,000
-    of 2,941 lost everything. Here the file on disk always holds every image finished so far.
+    of 2,941 lost everything. Here the file on disk always holds every image finished so far: an
+    image's rows go out in one write and one flush, then its ``image_id`` is appended to the
+    sidecar :func:`done_path` (also for an image without detections).
 
     Usage::
 
         with ResultsWriter(path) as writer:
             writer.write_image("images/test_0.jpg", merged_rows)
+
+    Args:
+        path: The CSV path.
+        append: Continue an existing file (after :func:`resume_results`) instead of starting a new
+            one; the header is written only if the file is empty or absent.
 
     Attributes:
         path: The CSV path.
@@ -77,26 +95,29 @@ class ResultsWriter:
         images_written: Calls to :meth:`write_image` so far.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
         self.path = os.fspath(path)
+        self.append = append
         self.rows_written = 0
         self.images_written = 0
         self._file = None
-        self._writer = None
+        self._done = None
 
     def open(self) -> ResultsWriter:
         """Create the file (and its folder) and write the header; returns ``self``."""
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self._file = open(self.path, "w", newline="", encoding="utf-8")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(RESULTS_HEADER)
-        self._file.flush()
+        mode = "a" if self.append else "w"
+        self._file = open(self.path, mode, newline="", encoding="utf-8")
+        self._done = open(done_path(self.path), mode, newline="", encoding="utf-8")
+        if self._file.tell() == 0:
+            self._file.write(_csv_text([RESULTS_HEADER]))
+            self._file.flush()
         return self
 
     def write_image(self, image_id: str, detections: np.ndarray) -> None:
-        """Append one image's detections and flush them to the OS.
+        """Append one image's detections and flush them to the OS, then mark the image done.
 
         Args:
             image_id: ``"<parent folder>/<file name>"`` (see :func:`image_id_for`).
@@ -104,10 +125,12 @@ class ResultsWriter:
                 boxes are written truncated to integers (§11.1), extra columns are ignored.
                 ``N`` may be 0.
         """
-        if self._writer is None:
+        if self._file is None:
             raise RuntimeError(
                 f"ResultsWriter({self.path!r}) is not open; use it as a context manager"
             )
+        if "\n" in image_id or "\r" in image_id:
+            raise ValueError(f"write_image: image_id {image_id!r} contains a line break")
         detections = np.asarray(detections, dtype=np.float64)
         if detections.size == 0:
             detections = detections.reshape(0, 7)
@@ -118,24 +141,103 @@ class ResultsWriter:
                 f"got shape {detections.shape}"
             )
         corners = detections[:, :4].astype(np.int64)  # truncation toward zero, as the original
-        for box, row in zip(corners.tolist(), detections):
-            self._writer.writerow([image_id, *box, float(row[CONFIDENCE]), float(row[HARD_SCORE])])
-        self._file.flush()
+        rows = [
+            [image_id, *box, float(row[CONFIDENCE]), float(row[HARD_SCORE])]
+            for box, row in zip(corners.tolist(), detections)
+        ]
+        if rows:  # one write: a crash never leaves part of an image's rows behind a flush
+            self._file.write(_csv_text(rows))
+            self._file.flush()
+        self._done.write(image_id + "\n")
+        self._done.flush()
         self.rows_written += len(detections)
         self.images_written += 1
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
-        if self._file is not None:
-            self._file.close()
+        """Close the files (idempotent)."""
+        for handle in (self._file, self._done):
+            if handle is not None:
+                handle.close()
         self._file = None
-        self._writer = None
+        self._done = None
 
     def __enter__(self) -> ResultsWriter:
         return self.open()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _csv_text(rows) -> str:
+    """``rows`` as CSV text, the way :class:`csv.writer` writes them to a file."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+def resume_results(path: str | os.PathLike) -> list[str]:
+    """Make an interrupted results CSV ready to be continued; returns its finished image ids.
+
+    The finished images are those of the sidecar :func:`done_path` (a half-written last line
+    dropped); without a sidecar, every image of the CSV but the last, whose rows may be cut short.
+    The CSV is truncated after the last row of a finished image, which drops a half-written last
+    line and the rows of an image that was being written; the sidecar is rewritten to match.
+
+    Raises:
+        MissingInput: no such file; InputError: the file does not start with the results header.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingInput(f"--resume: no such results file: {path}")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    sidecar = done_path(path)
+    if not data:  # stopped before the header: start afresh
+        open(sidecar, "w").close()
+        return []
+    lines = _complete_lines(data)
+    header = _first_field_row(lines[0][0]) if lines else None
+    if header != list(RESULTS_HEADER):
+        raise InputError(
+            f"{path}: not a results CSV of predict (the first line must be "
+            f"{','.join(RESULTS_HEADER)})"
+        )
+    ids = [(_first_field_row(line)[0], end) for line, end in lines[1:]]
+    if os.path.isfile(sidecar):
+        with open(sidecar, "rb") as handle:
+            done_lines = _complete_lines(handle.read())
+        done = [line.decode("utf-8").rstrip("\r\n") for line, _ in done_lines]
+        done = [image_id for image_id in done if image_id]
+    else:
+        in_csv = list(dict.fromkeys(image_id for image_id, _ in ids))
+        done = in_csv[:-1]
+    finished = set(done)
+    keep = lines[0][1]
+    for image_id, end in ids:
+        if image_id in finished:
+            keep = end
+    os.truncate(path, keep)
+    with open(sidecar, "w", newline="", encoding="utf-8") as handle:
+        handle.writelines(image_id + "\n" for image_id in done)
+    return done
+
+
+def _complete_lines(data: bytes) -> list[tuple[bytes, int]]:
+    """Every line of ``data`` that ends in a newline, with the offset just after it."""
+    lines, start = [], 0
+    while (stop := data.find(b"\n", start)) >= 0:
+        lines.append((data[start:stop], stop + 1))
+        start = stop + 1
+    return lines
+
+
+def _first_field_row(line: bytes) -> list[str]:
+    """One CSV line (bytes, no newline) as its fields."""
+    try:
+        text = line.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        return [""]
+    return next(csv.reader([text]), None) or [""]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -156,14 +156,8 @@ def test_merger_rows_are_predicts_rows_bit_for_bit():
     hard = rng.uniform(0.11, 1, 50).astype(np.float32)
     soft = rng.uniform(0, 1, 50).astype(np.float32)
     labels = np.zeros(50, np.int64)
-    raw = RawDetections(
-        "x.jpg",
-        (140, 140),
-        boxes.astype(np.float64),
-        hard.astype(float),
-        soft.astype(float),
-        labels,
-    )
+    # As predict saves them: boxes in float64 pixels, scores in the network's float32.
+    raw = RawDetections("x.jpg", (140, 140), boxes.astype(np.float64), hard, soft, labels)
     for rate in (0.0, 0.3, 0.5, 1.0):
         predicted = raw_detections(boxes, hard, soft, labels, 1.0, hard_score_rate=rate)
         np.testing.assert_array_equal(ablation.merger_rows(raw, rate), predicted)

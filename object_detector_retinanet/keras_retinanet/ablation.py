@@ -29,7 +29,6 @@ The report is a JSON-able dict (:func:`ablation_report`); :func:`format_text`,
 from __future__ import annotations
 
 import csv
-import dataclasses
 import itertools
 import json
 import math
@@ -63,6 +62,7 @@ from object_detector_retinanet.keras_retinanet.utils.raw_detections import (
     SUFFIX,
     RawDetections,
     iter_raw,
+    merger_rows,
 )
 
 DEFAULT_SELECTION = EmMergerConfig().selection
@@ -121,23 +121,6 @@ def settings(hard_score_rate: float = PredictConfig.hard_score_rate) -> list[Set
         if name != DEFAULT_SELECTION
     ]
     return rows
-
-
-def merger_rows(raw: RawDetections, hard_score_rate: float) -> np.ndarray:
-    """``raw.rows(r)``, with the scores mixed in float32 when they are float32 values.
-
-    predict mixes the network's float32 scores in float32 (QUIRK, §9.4); the raw files keep them
-    as float64. Mixing them in float32 again gives predict's confidences bit for bit, hence the
-    same ranking and the same results CSV.
-    """
-    scores = [raw.hard] + ([raw.soft] if raw.has_soft else [])
-    if all(np.array_equal(score.astype(np.float32), score) for score in scores):
-        raw = dataclasses.replace(
-            raw,
-            hard=raw.hard.astype(np.float32),
-            soft=raw.soft.astype(np.float32) if raw.has_soft else None,
-        )
-    return raw.rows(hard_score_rate)
 
 
 def results_rows(merged: np.ndarray) -> np.ndarray:

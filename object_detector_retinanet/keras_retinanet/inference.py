@@ -52,7 +52,11 @@ from object_detector_retinanet.keras_retinanet.errors import InputError, Missing
 from object_detector_retinanet.keras_retinanet.postprocess.em_merger import merge_detections
 from object_detector_retinanet.keras_retinanet.postprocess.nms import nms_merge
 from object_detector_retinanet.keras_retinanet.utils.image import preprocess_image, resize_image
-from object_detector_retinanet.keras_retinanet.utils.raw_detections import RawDetections, save_raw
+from object_detector_retinanet.keras_retinanet.utils.raw_detections import (
+    RawDetections,
+    merger_rows,
+    save_raw,
+)
 from object_detector_retinanet.keras_retinanet.utils.results_csv import (
     ResultsWriter,
     image_id_for,
@@ -215,9 +219,9 @@ def select_detections(
 
     Returns:
         The kept rows, most confident first (stable: ties keep the network's order), boxes in
-        original-image pixels, scores as float64; ``result.rows(r)`` (``r = 1`` without a soft
-        score) are the merger's ``(N, 7)`` rows, in this order. Degenerate boxes (``x2 <= x1`` or
-        ``y2 <= y1``) are dropped.
+        original-image pixels, scores in the network's dtype; ``merger_rows(result, r)`` are the
+        merger's ``(N, 7)`` rows, in this order. Degenerate boxes (``x2 <= x1`` or ``y2 <= y1``)
+        are dropped.
 
     Raises:
         ValueError: If ``soft`` has more than one class column (B24), or if the shapes disagree.
@@ -247,14 +251,9 @@ def select_detections(
                 f"got {array.shape}"
             )
 
-    # The scores are mixed in float64 as RawDetections.rows mixes them, so that saved raw
-    # detections re-mix to the very rows merged here (the original mixed in float32).
-    hard = hard.astype(np.float64)
-    if soft is None:
-        confidence = hard
-    else:
-        soft = soft.astype(np.float64)
-        confidence = mix_scores(hard, soft, hard_score_rate)
+    # QUIRK (§9.4): the scores mix in the network's dtype (float32), as the original; the
+    # result keeps that dtype, so RawDetections.rows() re-mixes them to the same rows.
+    confidence = hard if soft is None else mix_scores(hard, soft, hard_score_rate)
     boxes = boxes / float(scale)
 
     # strict '>' also drops the -1 padding. Deviation: boxes with x2 <= x1 or y2 <= y1 (an
@@ -271,11 +270,6 @@ def select_detections(
         soft=None if soft is None else soft[order],
         labels=labels[order].astype(np.int64),
     )
-
-
-def merger_rows(raw: RawDetections, hard_score_rate: float) -> np.ndarray:
-    """The merger's ``(N, 7)`` rows of ``raw``; without a soft score, confidence = hard."""
-    return raw.rows(hard_score_rate if raw.has_soft else 1.0)
 
 
 def raw_detections(

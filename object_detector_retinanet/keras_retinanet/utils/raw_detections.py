@@ -8,9 +8,9 @@ table). A file is ``DIR/<image file name>.npz`` (``np.savez_compressed``) holdin
 - ``image_name``: the image's file name, as in the annotation CSV;
 - ``image_shape``: ``(height, width)`` of the original image;
 - ``boxes``: ``(N, 4)`` float64 ``(x1, y1, x2, y2)`` in original-image pixels;
-- ``hard``: ``(N,)`` float64 objectness ("hard" score);
+- ``hard``: ``(N,)`` objectness ("hard" score), in the network's dtype (float32);
 - ``has_soft``: whether the model has a Soft-IoU head;
-- ``soft``: ``(N,)`` float64 Soft-IoU ("soft" score); empty without the head;
+- ``soft``: ``(N,)`` Soft-IoU ("soft" score), same dtype; empty without the head;
 - ``labels``: ``(N,)`` int64 class labels.
 """
 
@@ -62,14 +62,16 @@ class RawDetections:
     def rows(self, hard_score_rate: float) -> np.ndarray:
         """The merger's ``(N, 7)`` rows with ``confidence = r·hard + (1 − r)·soft`` (§9.4).
 
-        Sorted by confidence, most confident first (stable). Without a soft score only
-        ``r = 1`` (the hard score alone) is defined.
+        Sorted by confidence, most confident first (stable). The scores are mixed in their own
+        dtype with ``r`` as a Python float, so the network's float32 scores mix in float32 as in
+        the original (QUIRK, §9.4) and saved detections give the very rows predict merged.
+        Without a soft score only ``r = 1`` (the hard score alone) is defined.
         """
         rate = float(hard_score_rate)
         if self.soft is None:
             if rate != 1.0:
                 raise ValueError(f"{self.image_name}: no soft score saved; only r = 1 is defined")
-            confidence = np.asarray(self.hard, dtype=np.float64)
+            confidence = np.asarray(self.hard)
         else:
             confidence = rate * self.hard + (1.0 - rate) * self.soft
         order = np.argsort(-confidence, kind="stable")
@@ -79,6 +81,11 @@ class RawDetections:
         rows[:, HARD_SCORE] = self.hard[order]
         rows[:, LABEL] = self.labels[order]
         return rows
+
+
+def merger_rows(raw: RawDetections, hard_score_rate: float) -> np.ndarray:
+    """The merger's ``(N, 7)`` rows of ``raw`` at ``r``; without a soft score, confidence = hard."""
+    return raw.rows(hard_score_rate if raw.has_soft else 1.0)
 
 
 def raw_path(raw_dir: str | os.PathLike, image_name: str) -> str:
@@ -97,9 +104,9 @@ def save_raw(raw_dir: str | os.PathLike, raw: RawDetections) -> str:
             image_name=np.array(raw.image_name),
             image_shape=np.asarray(raw.image_shape, dtype=np.int64),
             boxes=np.asarray(raw.boxes, dtype=np.float64).reshape(-1, 4),
-            hard=np.asarray(raw.hard, dtype=np.float64),
+            hard=np.asarray(raw.hard),  # the scores keep their dtype: see rows()
             has_soft=np.array(raw.soft is not None),
-            soft=np.asarray([] if raw.soft is None else raw.soft, dtype=np.float64),
+            soft=np.zeros(0, np.asarray(raw.hard).dtype) if raw.soft is None else raw.soft,
             labels=np.asarray(raw.labels, dtype=np.int64),
         )
     os.replace(temporary, path)

@@ -123,13 +123,7 @@ def parse_args(argv=None):
     )
     _args.add_backbone_arg(parser, help="Backbone (default %(default)s).")
     _args.add_gpu_arg(parser, help="GPU id to use (sets CUDA_VISIBLE_DEVICES).")
-    parser.add_argument(
-        "--score-threshold",
-        type=float,
-        default=config.PredictConfig.score_threshold,
-        help="Keep anchors with hard score above this (default %(default)s; "
-        "now applied in the graph, B17).",
-    )
+    _args.add_score_threshold_arg(parser)
     parser.add_argument(
         "--iou-threshold",
         type=float,
@@ -246,7 +240,7 @@ def check_args(parser, args):
         if args.results_dir
         else os.path.join(paths.root_dir(), "results")
     )
-    if args.selection in ("soft_iou", "consensus", "candidate_iou") and args.hard_score_rate >= 1:
+    if args.selection in config.SOFT_SELECTIONS and args.hard_score_rate >= 1:
         parser.error(  # the merger recovers soft = (confidence - r * hard) / (1 - r)
             f"--selection {args.selection} needs the soft score: use --hard_score_rate below 1."
         )

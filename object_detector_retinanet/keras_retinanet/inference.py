@@ -155,6 +155,7 @@ def open_images(annotations, classes, base_dir, image_names=None):
         image_names=image_names,
         shuffle_groups=False,
         group_method="none",
+        keep_missing=True,  # a missing image is reported and counted as skipped, like a corrupt one
     )
 
 

@@ -267,6 +267,21 @@ def test_an_unreadable_image_is_skipped_listed_and_exits_1(tmp_path, shelves, fa
     assert "shelves/broken.png" not in _done(results)  # retried by --resume
 
 
+def test_a_listed_image_that_does_not_exist_is_skipped_and_counted(
+    tmp_path, shelves, fake_model, capsys
+):
+    names = tmp_path / "names.csv"
+    names.write_text("shelf_1.png\ngone.png\nshelf_2.png\n")
+    with pytest.warns(RuntimeWarning, match="gone.png"):
+        with pytest.raises(SystemExit) as exit_info:
+            _predict(tmp_path, names, "--base_dir", str(shelves))
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 1 of 3 images could not be read and were skipped: gone.png (")
+    (results,) = (tmp_path / "out").glob("*.csv")
+    assert _image_ids(results) == ["shelves/shelf_1.png", "shelves/shelf_2.png"]
+
+
 def test_one_image_and_a_list_of_names(tmp_path, shelves, fake_model):
     whole = _rows(_predict(tmp_path, shelves, name="whole"))
     one = _rows(_predict(tmp_path, shelves / "shelf_4.png", name="one"))

@@ -38,6 +38,9 @@ class CSVGenerator(Generator):
         base_dir: image folder; None -> the CSV's folder. Relative paths are resolved once
             against the working directory (B4).
         targets_fn: see :class:`Generator`; None for inference.
+        keep_missing: keep listed images that do not exist under ``base_dir`` (loading them then
+            raises :class:`~..errors.UnreadableImage`: predict reports and counts them) instead of
+            dropping them with one warning (training). Some image must exist either way.
         **generator_kwargs: the remaining :class:`Generator` arguments.
 
     Raises:
@@ -53,8 +56,10 @@ class CSVGenerator(Generator):
         base_dir: str | os.PathLike | None = None,
         targets_fn=None,
         image_names=None,
+        keep_missing: bool = False,
         **generator_kwargs,
     ) -> None:
+        self.keep_missing = keep_missing
         self.csv_data_file = resolve_path(csv_data_file)
         if image_names is not None and self.csv_data_file is not None:
             raise ValueError("CSVGenerator takes csv_data_file or image_names, not both")
@@ -86,7 +91,8 @@ class CSVGenerator(Generator):
         super().__init__(targets_fn=targets_fn, **generator_kwargs)
 
     def _existing_images(self, names: list[str]) -> list[str]:
-        """Drop CSV images missing under base_dir with one warning; raise if none exists."""
+        """Drop CSV images missing under base_dir with one warning (keep them with keep_missing);
+        raise if none exists."""
         exists = [os.path.isfile(os.path.join(self.base_dir, name)) for name in names]
         present = [name for name, ok in zip(names, exists) if ok]
         missing = [name for name, ok in zip(names, exists) if not ok]
@@ -98,6 +104,8 @@ class CSVGenerator(Generator):
                 f"none of the {len(names)} images listed in {csv_name} exists under base_dir "
                 f"{self.base_dir} (first: {names[:_MAX_LISTED]})"
             )
+        if missing and self.keep_missing:
+            return names
         if missing:
             warnings.warn(
                 f"{csv_name}: {len(missing)} of {len(names)} images do not exist under "

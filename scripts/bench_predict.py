@@ -64,12 +64,12 @@ class TimedPredictor(Predictor):
     seconds: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     counts: dict = dataclasses.field(default_factory=lambda: {"raw": [], "merged": []})
 
-    def detect(self, image):
+    def detect_raw(self, images, names=None, batch_size=None):
         start = time.perf_counter()
-        rows = super().detect(image)
+        raws = super().detect_raw(images, names, batch_size)
         self.seconds["prepare"] += time.perf_counter() - start  # network time moved out below
-        self.counts["raw"].append(len(rows))
-        return rows
+        self.counts["raw"].extend(len(raw.boxes) for raw in raws)
+        return raws
 
     def merge(self, detections, shape):
         start = time.perf_counter()

@@ -4,7 +4,7 @@
 #   predict.py with the EM-Merger, saving its raw detections -> evaluate.py -> ablation.py (the
 #   paper's table: hard or Soft-IoU score, NMS or EM-Merger, re-merged from the raw detections) ->
 #   the closing report (that table, the Soft-IoU/IoU rank correlation, and the JSON paths).
-# About 15 minutes on 2 CPU cores (README, "Quick start"). The recipe and how it was chosen:
+# About 17 minutes on 2 CPU cores (README, "Quick start"). The recipe and how it was chosen:
 # docs/training-from-scratch.md. Knobs: DEMO_STEPS1 / DEMO_STEPS2 (training steps of each
 # stage), DEMO_TRAIN / DEMO_TEST (images), DEMO_DIR (output folder).
 set -euo pipefail

@@ -49,7 +49,7 @@ def _per_replica(loss):
     a scalar passes through unscaled, while the gradients are still *summed* across replicas and
     the reported loss is multiplied back by the replica count. Without this, a mirrored step on
     two replicas took twice the single-device step and reported twice the loss (see
-    tests/bin/test_distribute.py). Each replica normalises by its own positives, as every
+    tests/training/test_distribute.py). Each replica normalises by its own positives, as every
     data-parallel RetinaNet does; outside a strategy this is the identity.
     """
     import tensorflow as tf  # KERAS_BACKEND=tensorflow is required by the project

@@ -41,7 +41,6 @@ import numpy as np
 from tqdm import tqdm
 
 from object_detector_retinanet.keras_retinanet.config import (
-    CONFIDENCE,
     SELECTIONS,
     SOFT_SELECTIONS,
     EmMergerConfig,
@@ -64,6 +63,7 @@ from object_detector_retinanet.keras_retinanet.utils.raw_detections import (
     iter_raw,
     merger_rows,
 )
+from object_detector_retinanet.keras_retinanet.utils.results_csv import image_key, rows_as_read
 
 DEFAULT_SELECTION = EmMergerConfig().selection
 OUTPUT_NAMES = ("ablation.csv", "ablation.json", "ablation.md")
@@ -123,26 +123,9 @@ def settings(hard_score_rate: float = PredictConfig.hard_score_rate) -> list[Set
     return rows
 
 
-def results_rows(merged: np.ndarray) -> np.ndarray:
-    """Merged rows as ``evaluate`` reads them from the results CSV: ``(M, 5)`` box and score.
-
-    The CSV holds the box truncated to integers and the confidence (§11.1).
-    """
-    merged = np.asarray(merged, dtype=np.float64)
-    out = np.empty((len(merged), 5), dtype=np.float64)
-    out[:, :4] = merged[:, :4].astype(np.int64)
-    out[:, 4] = merged[:, CONFIDENCE]
-    return out
-
-
-def _file_name(image_name: str) -> str:
-    """The key of an image in the GT: its file name without a folder (as the CSV reader, §12.2)."""
-    return image_name.replace("\\", "/").rsplit("/", 1)[-1]
-
-
 def _ablate_one(job) -> tuple[str, list[np.ndarray]]:
     raw, runnable = job
-    return _file_name(raw.image_name), [results_rows(s.merge(raw)) for s in runnable]
+    return image_key(raw.image_name), [rows_as_read(s.merge(raw)) for s in runnable]
 
 
 def _merged(jobs: Iterator, processes: int | None) -> Iterator[tuple[str, list[np.ndarray]]]:
@@ -207,7 +190,7 @@ def ablation_report(
 
     def jobs():
         for raw in itertools.chain([first], raws):
-            name = _file_name(raw.image_name)
+            name = image_key(raw.image_name)
             if name not in gt:
                 raise InputError(
                     f"raw detections of {raw.image_name}, which is not in the ground truth: "
@@ -431,7 +414,6 @@ __all__ = [
     "format_text",
     "merger_rows",
     "read_report",
-    "results_rows",
     "settings",
     "write_outputs",
 ]

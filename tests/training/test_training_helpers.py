@@ -12,7 +12,7 @@ from object_detector_retinanet.keras_retinanet.training import callbacks, driver
 
 def test_non_finite_loss_stops_training_and_is_remembered():
     guard = callbacks.NonFiniteGuard()
-    callback = guard.as_callback()
+    callback = guard
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     callback.set_model(model)
     model.stop_training = False

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 EPOCH_ATTR = "sku110k_epoch"  # last completed (1-based) epoch, written into our snapshots
 STAGE_ATTR = "sku110k_stage"  # the training stage's name: "stage1" or "stage2"
+BACKBONE_ATTR = "sku110k_backbone"  # the backbone's name
+FREEZE_BN_ATTR = (
+    "sku110k_freeze_bn"  # 1 when BatchNorm was frozen from the start (a resume keeps it)
+)
+BN_SETTLED_ATTR = "sku110k_bn_settled"  # 1 once --freeze-bn-after has measured and frozen it
 #: The epoch in a snapshot's file name (:func:`snapshot_name`), for files without metadata.
 SNAPSHOT_RE = re.compile(r"_(\d+)\.weights\.h5$")
 

@@ -9,42 +9,34 @@ import keras
 
 from object_detector_retinanet.keras_retinanet.models import batch_norm
 from object_detector_retinanet.keras_retinanet.models.weights import (
+    BACKBONE_ATTR,
+    BN_SETTLED_ATTR,
     EPOCH_ATTR,
+    FREEZE_BN_ATTR,
     STAGE_ATTR,
     snapshot_name,
     write_snapshot_attrs,
 )
 
 
-class NonFiniteGuard:
+class NonFiniteGuard(keras.callbacks.Callback):
     """Stops training at the first NaN/inf loss; the snapshot of that epoch is not written.
 
     It reads the logged loss, which ``fit`` averages over all replicas (and workers), so every
     worker of a multi-worker run stops after the same step. ``diverged`` and ``where`` (the step
-    of the last epoch) tell the driver what happened; :meth:`as_callback` is the callback to pass
-    to ``fit``.
+    of the last epoch) tell the driver what happened.
     """
 
     def __init__(self):
+        super().__init__()
         self.diverged = False
         self.where = None
-
-    def as_callback(self):
-        return StopOnNonFinite(self)
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Sets ``model.stop_training`` and records the step in its guard when the loss is NaN/inf."""
-
-    def __init__(self, guard: NonFiniteGuard):
-        super().__init__()
-        self.guard = guard
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.guard.diverged = True
-            self.guard.where = batch
+            self.diverged = True
+            self.where = batch
             self.model.stop_training = True
 
 
@@ -82,9 +74,9 @@ class Snapshot(keras.callbacks.Callback):
         attrs = {
             EPOCH_ATTR: epoch + 1,
             STAGE_ATTR: self.stage.name,
-            "sku110k_backbone": self.backbone,
-            "sku110k_freeze_bn": int(self.freeze_bn),
-            "sku110k_bn_settled": int(batch_norm.is_frozen(self.model)),
+            BACKBONE_ATTR: self.backbone,
+            FREEZE_BN_ATTR: int(self.freeze_bn),
+            BN_SETTLED_ATTR: int(batch_norm.is_frozen(self.model)),
         }
         write_snapshot_attrs(path, **attrs)
         print(f"\nEpoch {epoch + 1:02d}: saved snapshot {path}")

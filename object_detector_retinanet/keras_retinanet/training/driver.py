@@ -138,7 +138,7 @@ def create_callbacks(args, stage: Stage, run_dir_stamp, scratch=None):
         return paths.create_folder(os.path.join(root, run_dir_stamp))
 
     guard = NonFiniteGuard()
-    callbacks = [guard.as_callback()]
+    callbacks = [guard]
     if args.snapshots:
         folder = run_folder(args.snapshot_path, "snapshot")
         callbacks.append(
@@ -186,7 +186,10 @@ def read_resume_attrs(args) -> dict:
         InputError: the snapshot is not a readable HDF5 file, or ``--freeze-bn-after`` meets a
             snapshot trained with frozen BatchNorm.
     """
-    from object_detector_retinanet.keras_retinanet.models.weights import read_snapshot_attrs
+    from object_detector_retinanet.keras_retinanet.models.weights import (
+        FREEZE_BN_ATTR,
+        read_snapshot_attrs,
+    )
 
     if not args.snapshot:
         return {}
@@ -197,7 +200,7 @@ def read_resume_attrs(args) -> dict:
             f"--snapshot {args.snapshot}: not a readable weights file ({exc})"
         ) from exc
     if args.freeze_bn is None:
-        stored = attrs.get("sku110k_freeze_bn")
+        stored = attrs.get(FREEZE_BN_ATTR)
         args.freeze_bn = bool(int(stored)) if stored is not None else True
         if args.freeze_bn and args.freeze_bn_after is not None:
             raise InputError(FREEZE_BN_AFTER_NEEDS_LEARNING)
@@ -242,7 +245,10 @@ def train(stage: Stage, args, extra_callbacks=()):
     import keras
 
     from object_detector_retinanet.keras_retinanet.models import batch_norm
-    from object_detector_retinanet.keras_retinanet.models.weights import initial_epoch_of
+    from object_detector_retinanet.keras_retinanet.models.weights import (
+        BN_SETTLED_ATTR,
+        initial_epoch_of,
+    )
 
     try:  # first, so an offline download fails in seconds, not after building the model
         init_weights = None if args.snapshot else initial_weights_path(args)
@@ -291,7 +297,7 @@ def train(stage: Stage, args, extra_callbacks=()):
         if args.snapshot:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(args.snapshot)
-            if resume_attrs.get("sku110k_bn_settled"):
+            if resume_attrs.get(BN_SETTLED_ATTR):
                 batch_norm.set_frozen(model, True)  # BatchNorm had been settled (--freeze-bn-after)
             initial_epoch = initial_epoch_of(args.snapshot)
             print(f"Resuming from {args.snapshot} after epoch {initial_epoch}.")

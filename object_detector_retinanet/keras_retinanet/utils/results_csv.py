@@ -66,6 +66,29 @@ def results_filename(
     return os.path.join(os.fspath(out_dir), f"{RESULTS_PREFIX}{float(hard_score_rate)}_{stamp}.csv")
 
 
+def image_key(image_id: str) -> str:
+    """The key an image's rows join the ground truth by: the file name without its folder
+    (``images/test_0.jpg`` -> ``test_0.jpg``; a Windows ``\\`` too)."""
+    return image_id.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def truncated_boxes(detections: np.ndarray) -> np.ndarray:
+    """The boxes as the CSV holds them: integers truncated toward zero, as the original (§11.1)."""
+    return np.asarray(detections)[:, :4].astype(np.int64)
+
+
+def rows_as_read(detections: np.ndarray) -> np.ndarray:
+    """``(N, 5)`` float64 ``[x1, y1, x2, y2, confidence]``: what :func:`read_results_csv` returns
+    for rows :class:`ResultsWriter` wrote, without the round trip through a file."""
+    detections = np.asarray(detections, dtype=np.float64)
+    out = np.empty((len(detections), 5), dtype=np.float64)
+    if not len(detections):
+        return out
+    out[:, :4] = truncated_boxes(detections)
+    out[:, 4] = detections[:, CONFIDENCE]
+    return out
+
+
 def done_path(results_path: str | os.PathLike) -> str:
     """The sidecar of a results CSV: ``<results_path>.done``, one finished ``image_id`` a line."""
     return os.fspath(results_path) + ".done"
@@ -140,7 +163,7 @@ class ResultsWriter:
                 "[x1, y1, x2, y2, confidence, hard_score, ...], "
                 f"got shape {detections.shape}"
             )
-        corners = detections[:, :4].astype(np.int64)  # truncation toward zero, as the original
+        corners = truncated_boxes(detections)
         rows = [
             [image_id, *box, float(row[CONFIDENCE]), float(row[HARD_SCORE])]
             for box, row in zip(corners.tolist(), detections)
@@ -322,8 +345,7 @@ def _read_rows(path: str, reader, score_field: str) -> dict[str, np.ndarray]:
             raise InputError(
                 f"{path} line {line}: box ({x1}, {y1}, {x2}, {y2}) has x2 < x1 or y2 < y1"
             )
-        # Strip the folder: 'images/test_0.jpg' → 'test_0.jpg' (also a Windows '\').
-        file_name = image_id.replace("\\", "/").rsplit("/", 1)[-1]
+        file_name = image_key(image_id)
         previous = image_ids.setdefault(file_name, image_id)
         if previous != image_id:
             raise InputError(
